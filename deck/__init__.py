@@ -1,0 +1,1 @@
+"""The Deck: a live dashboard that reads the proxy's state file."""

@@ -1,0 +1,1 @@
+"""The routing engine: pure decisions from quota headers, with time passed in."""
