@@ -1,0 +1,158 @@
+"""The SSE stream tap: passes every chunk through untouched while reading usage beside it.
+
+mitmproxy calls the tap once per chunk read from upstream (TCP reads, not SSE events) and
+once with b"" at the end. The tap returns each chunk object itself, so the client receives
+exactly the upstream bytes with no delay; events split across chunks are reassembled in a
+side buffer used only for parsing (SPEC §8.1).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable
+
+from routing.usage import Usage
+
+_SEPARATORS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+_INTERESTING = (b"message_start", b"message_delta")
+# An event larger than this without a separator is not SSE we understand: stop parsing.
+_MAX_PENDING = 4 * 1024 * 1024
+
+
+def _decoder_for(content_encoding: str | None) -> Callable[[bytes], bytes] | None:
+    """Incremental decoder for the parse side; None when the encoding cannot be parsed."""
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("", "identity"):
+        return lambda data: data
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(wbits=47).decompress  # 47: auto-detect gzip or zlib header
+    return None
+
+
+class UsageTap:
+    """Stream callable for `flow.response.stream`.
+
+    `on_end(usage)` runs once when upstream finishes the body (the b"" call). `keep_bytes`
+    caps how many wire bytes are kept so mitmweb can show the stream after it ended.
+    """
+
+    def __init__(
+        self,
+        content_encoding: str | None = None,
+        on_end: Callable[[Usage], None] | None = None,
+        keep_bytes: int = 0,
+    ) -> None:
+        self._decode = _decoder_for(content_encoding)
+        self._pending = bytearray()
+        self._on_end = on_end
+        self._keep_left = keep_bytes
+        self.wire: list[bytes] = []
+        self.wire_truncated = False
+        self.usage = Usage()
+        self.model: str | None = None
+        self.events = 0
+        self.finished = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk:
+            self._keep(chunk)
+            if self._decode is not None:
+                try:
+                    self._feed(self._decode(chunk))
+                except zlib.error:
+                    self._decode = None
+        elif not self.finished:
+            self.finished = True
+            if self._on_end is not None:
+                self._on_end(self.usage)
+        return chunk
+
+    def wire_bytes(self) -> bytes:
+        return b"".join(self.wire)
+
+    def _keep(self, chunk: bytes) -> None:
+        if self._keep_left <= 0:
+            self.wire_truncated = self.wire_truncated or bool(self.wire)
+            return
+        if len(chunk) > self._keep_left:
+            self.wire_truncated = True
+            chunk = chunk[: self._keep_left]
+        self.wire.append(chunk)
+        self._keep_left -= len(chunk)
+
+    def _feed(self, data: bytes) -> None:
+        if not data:
+            return
+        self._pending += data
+        while True:
+            cut, sep_len = _first_separator(self._pending)
+            if cut < 0:
+                break
+            event = bytes(self._pending[:cut])
+            del self._pending[: cut + sep_len]
+            self.events += 1
+            if any(marker in event for marker in _INTERESTING):
+                self._handle(event)
+        if len(self._pending) > _MAX_PENDING:
+            self._pending.clear()
+            self._decode = None
+
+    def _handle(self, event: bytes) -> None:
+        data_lines = [
+            line[5:].lstrip(b" ")
+            for line in event.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+            if line.startswith(b"data:")
+        ]
+        try:
+            payload = json.loads(b"\n".join(data_lines))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return
+        if not isinstance(payload, dict):
+            return
+        kind = payload.get("type")
+        if kind == "message_start":
+            message = payload.get("message")
+            if isinstance(message, dict):
+                model = message.get("model")
+                self.model = model if isinstance(model, str) else self.model
+                self.usage = Usage.from_api(message.get("usage"), self.model)
+        elif kind == "message_delta":
+            delta_usage = payload.get("usage")
+            if isinstance(delta_usage, dict):
+                self.usage = _with_delta(self.usage, delta_usage)
+
+
+def _first_separator(buffer: bytearray) -> tuple[int, int]:
+    best, best_len = -1, 0
+    for separator in _SEPARATORS:
+        index = buffer.find(separator)
+        if index >= 0 and (best < 0 or index < best):
+            best, best_len = index, len(separator)
+    return best, best_len
+
+
+def _with_delta(usage: Usage, delta: dict) -> Usage:
+    """`message_delta.usage.output_tokens` is cumulative; later fields may restate input counts."""
+    update = Usage.from_api(delta, usage.model)
+    return Usage(
+        input_tokens=update.input_tokens or usage.input_tokens,
+        output_tokens=update.output_tokens or usage.output_tokens,
+        cache_write_5m=update.cache_write_5m or usage.cache_write_5m,
+        cache_write_1h=update.cache_write_1h or usage.cache_write_1h,
+        cache_read=update.cache_read or usage.cache_read,
+        model=usage.model,
+    )
+
+
+def usage_from_json_body(body: bytes | None) -> Usage | None:
+    """Usage of a non-streamed message response, or None when the body is not one."""
+    if not body:
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("usage"), dict):
+        return None
+    return Usage.from_api(document["usage"], document.get("model"))

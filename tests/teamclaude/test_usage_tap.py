@@ -1,0 +1,119 @@
+import gzip
+import json
+
+from hypothesis import given, settings, strategies as st
+
+from teamclaude.usage_tap import UsageTap, usage_from_json_body
+
+
+def sse(name: str, data: dict, sep: str = "\n") -> bytes:
+    return f"event: {name}{sep}data: {json.dumps(data)}{sep}{sep}".encode()
+
+
+def a_stream(sep: str = "\n") -> bytes:
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1", "model": "claude-sonnet-4-5",
+            "usage": {"input_tokens": 120, "cache_creation_input_tokens": 40,
+                      "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 10},
+                      "cache_read_input_tokens": 900, "output_tokens": 1},
+        },
+    }
+    parts = [sse("message_start", start, sep), sse("ping", {"type": "ping"}, sep)]
+    for i in range(5):
+        delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": f"w{i} message_delta"}}
+        parts.append(sse("content_block_delta", delta, sep))
+    parts.append(sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 57}}, sep))
+    parts.append(sse("message_stop", {"type": "message_stop"}, sep))
+    return b"".join(parts)
+
+
+def feed(tap: UsageTap, data: bytes, cuts: list[int]) -> bytes:
+    out = []
+    previous = 0
+    for cut in sorted(set(c % (len(data) + 1) for c in cuts)) + [len(data)]:
+        chunk = data[previous:cut]
+        if chunk:
+            returned = tap(chunk)
+            assert returned is chunk
+            out.append(returned)
+        previous = cut
+    assert tap(b"") == b""
+    return b"".join(out)
+
+
+def test_reads_usage_from_whole_stream():
+    ended = []
+    tap = UsageTap(on_end=ended.append)
+    feed(tap, a_stream(), [])
+    assert tap.usage.input_tokens == 120
+    assert tap.usage.cache_write_5m == 30 and tap.usage.cache_write_1h == 10
+    assert tap.usage.cache_read == 900
+    assert tap.usage.output_tokens == 57
+    assert tap.usage.model == "claude-sonnet-4-5"
+    assert ended == [tap.usage]
+
+
+def test_crlf_framing_and_byte_by_byte_chunks():
+    data = a_stream("\r\n")
+    tap = UsageTap()
+    assert feed(tap, data, list(range(len(data)))) == data
+    assert tap.usage.output_tokens == 57 and tap.usage.input_tokens == 120
+
+
+def test_gzip_encoded_stream_is_parsed_on_the_side():
+    data = gzip.compress(a_stream())
+    tap = UsageTap(content_encoding="gzip")
+    assert feed(tap, data, [7, 100, 101]) == data
+    assert tap.usage.output_tokens == 57
+
+
+def test_unknown_encoding_passes_through_without_usage():
+    tap = UsageTap(content_encoding="br")
+    data = a_stream()
+    assert feed(tap, data, [10]) == data
+    assert tap.usage.burn == 0
+
+
+def test_keeps_wire_bytes_up_to_the_cap():
+    data = a_stream()
+    tap = UsageTap(keep_bytes=len(data))
+    feed(tap, data, [5, 50])
+    assert tap.wire_bytes() == data and not tap.wire_truncated
+    small = UsageTap(keep_bytes=10)
+    feed(small, data, [5, 50])
+    assert small.wire_bytes() == data[:10] and small.wire_truncated
+
+
+def test_on_end_fires_once():
+    ended = []
+    tap = UsageTap(on_end=ended.append)
+    tap(b"")
+    tap(b"")
+    assert len(ended) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000), st.lists(st.integers(min_value=0, max_value=2000), max_size=20))
+def test_arbitrary_bytes_pass_through_unchanged(data, cuts):
+    tap = UsageTap(keep_bytes=1 << 20)
+    assert feed(tap, data, cuts) == data
+    assert tap.wire_bytes() == data
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=3000), max_size=30))
+def test_any_chunking_gives_the_same_usage(cuts):
+    data = a_stream()
+    tap = UsageTap()
+    assert feed(tap, data, cuts) == data
+    assert (tap.usage.input_tokens, tap.usage.output_tokens) == (120, 57)
+
+
+def test_json_body_usage():
+    body = json.dumps({"model": "claude-haiku-4-5", "usage": {"input_tokens": 3, "output_tokens": 4}}).encode()
+    usage = usage_from_json_body(body)
+    assert usage and usage.burn == 7 and usage.model == "claude-haiku-4-5"
+    assert usage_from_json_body(b"{not json") is None
+    assert usage_from_json_body(b"[]") is None
