@@ -1,0 +1,24 @@
+"""Anthropic-shaped error responses made by the proxy itself."""
+
+from __future__ import annotations
+
+import json
+
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+def error_body(kind: str, message: str) -> bytes:
+    """`{"type": "error", "error": {"type": kind, "message": message}}` as the API sends it."""
+    return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+
+
+def missing_key_message() -> str:
+    return (
+        "teamclaude: missing or wrong proxy key. Run `eval $(teamclaude env)` (or "
+        "`teamclaude run`) so the client sends it as x-teamclaude-key."
+    )
+
+
+BROWSER_REFUSED = (
+    "teamclaude: requests from web browsers are refused (Origin / Sec-Fetch-Site header present)."
+)

@@ -1,0 +1,105 @@
+"""The live state file for the Deck (SPEC §2, docs/state-file.md).
+
+Written atomically, at most every `min_interval_s` while something changed, and at least
+every `heartbeat_s` so readers can tell a running proxy from a dead one. Snapshots are built
+on the event loop (cheap dicts); JSON encoding and the disk write run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from teamclaude.atomic import atomic_write
+
+VERSION = 1
+logger = logging.getLogger(__name__)
+
+
+def encode_state(snapshot: dict[str, Any], seq: int, written_at: float) -> bytes:
+    document = {"version": VERSION, "seq": seq, "written_at": written_at, **snapshot}
+    return json.dumps(document, separators=(",", ":"), allow_nan=False, default=str).encode()
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """The last state written, or None when missing or unreadable (a reader never crashes)."""
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+class StateWriter:
+    def __init__(
+        self,
+        path: Path,
+        build: Callable[[], dict[str, Any]],
+        *,
+        min_interval_s: float = 0.5,
+        heartbeat_s: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self._build = build
+        self._min_interval_s = min_interval_s
+        self._heartbeat_s = heartbeat_s
+        self._clock = clock
+        self._dirty = asyncio.Event()
+        self._seq = 0
+        self._failing = False
+        self.last_error: str | None = None
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def mark_dirty(self) -> None:
+        self._dirty.set()
+
+    async def run(self) -> None:
+        """Write until cancelled."""
+        while True:
+            try:
+                await asyncio.wait_for(self._dirty.wait(), timeout=self._heartbeat_s)
+            except TimeoutError:
+                pass
+            self._dirty.clear()
+            await self.write_now()
+            await asyncio.sleep(self._min_interval_s)
+
+    async def write_now(self) -> None:
+        snapshot = self._build()
+        self._seq += 1
+        payload = (snapshot, self._seq, self._clock())
+        try:
+            await asyncio.to_thread(self._write, *payload)
+        except (OSError, ValueError) as exc:
+            self._report(exc)
+        else:
+            if self._failing:
+                logger.info("teamclaude: state file %s is written again", self.path)
+            self._failing = False
+            self.last_error = None
+
+    def write_sync(self) -> None:
+        """Final write at shutdown, when the loop may be going away."""
+        self._seq += 1
+        try:
+            self._write(self._build(), self._seq, self._clock())
+        except (OSError, ValueError) as exc:
+            self._report(exc)
+
+    def _write(self, snapshot: dict[str, Any], seq: int, written_at: float) -> None:
+        atomic_write(self.path, encode_state(snapshot, seq, written_at), mode=0o600)
+
+    def _report(self, exc: Exception) -> None:
+        self.last_error = f"cannot write state file {self.path}: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"
+        if not self._failing:
+            logger.error("teamclaude: %s (serving continues; reported once)", self.last_error)
+        self._failing = True

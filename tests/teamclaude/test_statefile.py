@@ -1,0 +1,101 @@
+import asyncio
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+from teamclaude import statefile
+from teamclaude.statefile import StateWriter, read_state
+
+
+async def test_writes_versioned_state_and_coalesces(tmp_path):
+    path = tmp_path / "sub" / "state.json"
+    builds = []
+
+    def build():
+        builds.append(1)
+        return {"accounts": [{"name": "a"}]}
+
+    writer = StateWriter(path, build, min_interval_s=0.05, heartbeat_s=5)
+    task = asyncio.create_task(writer.run())
+    for _ in range(50):
+        writer.mark_dirty()
+    while writer.seq < 1:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    document = read_state(path)
+    assert document["version"] == 1 and document["seq"] >= 1 and document["accounts"] == [{"name": "a"}]
+    assert len(builds) <= 2
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_heartbeat_moves_written_at(tmp_path):
+    path = tmp_path / "state.json"
+    writer = StateWriter(path, dict, min_interval_s=0.0, heartbeat_s=0.05)
+    task = asyncio.create_task(writer.run())
+    while writer.seq < 3:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    assert read_state(path)["seq"] >= 3
+
+
+async def test_directory_removed_while_running_is_recreated(tmp_path):
+    path = tmp_path / "gone" / "state.json"
+    writer = StateWriter(path, dict)
+    await writer.write_now()
+    os.unlink(path)
+    os.rmdir(path.parent)
+    await writer.write_now()
+    assert read_state(path)["seq"] == 2
+
+
+async def test_disk_full_is_reported_once_and_old_file_kept(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "state.json"
+    writer = StateWriter(path, lambda: {"n": 1})
+    await writer.write_now()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(statefile, "atomic_write", full)
+    with caplog.at_level("ERROR"):
+        for _ in range(3):
+            await writer.write_now()
+    assert len([r for r in caplog.records if "state file" in r.getMessage()]) == 1
+    assert "No space left" in writer.last_error
+    assert read_state(path)["n"] == 1
+    monkeypatch.undo()
+    await writer.write_now()
+    assert writer.last_error is None and read_state(path)["seq"] == 5
+
+
+def test_killed_writer_never_leaves_a_partial_file(tmp_path):
+    path = tmp_path / "state.json"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from teamclaude.statefile import StateWriter
+        writer = StateWriter(Path({str(path)!r}), lambda: {{"blob": "x" * 2_000_000}})
+        print("ready", flush=True)
+        while True:
+            writer.write_sync()
+    """)
+    for _ in range(3):
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        assert child.stdout.readline() == b"ready\n"
+        while not path.exists():
+            pass
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        document = json.loads(path.read_bytes())
+        assert len(document["blob"]) == 2_000_000
+
+
+def test_read_state_tolerates_garbage(tmp_path):
+    path = tmp_path / "state.json"
+    assert read_state(path) is None
+    path.write_bytes(b"{half")
+    assert read_state(path) is None
