@@ -156,7 +156,7 @@ def test_example_documents_every_key_with_an_explanation() -> None:
         above = matches[0] - 1
         while key_line.match(lines[above]):  # keys documented together share one comment
             above -= 1
-        assert lines[above].startswith("# ") and len(lines[above]) > 20, key
+        assert lines[above].startswith("# ") and len(lines[above]) > 12, key
 
 
 def test_root_example_is_the_packaged_one() -> None:
