@@ -341,7 +341,7 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "accounts_file": _path,
     "state_file": _path,
     "listen_host": _host,
-    "port": _integer(1, 65535),
+    "port": _integer(0, 65535, " (0 picks a free port)"),
     "upstream": _url,
     "switch_threshold": _fraction(zero_ok=False),
     "five_hour_soft_ceiling": _fraction(zero_ok=False),
