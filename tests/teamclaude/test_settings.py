@@ -95,8 +95,8 @@ def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("port: abc\n", "line 1: 'port' must be an integer 1-65535, got 'abc'"),
-        ("port: 70000\n", "'port' must be an integer 1-65535, got 70000"),
+        ("port: abc\n", "line 1: 'port' must be an integer 0-65535 (0 picks a free port), got 'abc'"),
+        ("port: 70000\n", "'port' must be an integer 0-65535 (0 picks a free port), got 70000"),
         ("port: true\n", "'port' must be an integer"),
         ("\n\nswitch_threshold: 1.5\n", "line 3: 'switch_threshold' must be a number above 0 and at most 1"),
         ("five_hour_warn: 0\n", "'five_hour_warn' must be a number above 0"),
