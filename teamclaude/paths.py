@@ -31,3 +31,12 @@ def default_state_path(env: Mapping[str, str] | None = None) -> Path:
     base = env.get("XDG_STATE_HOME")
     root = Path(base) if base else _home(env) / ".local" / "state"
     return root / APP_DIR / "state.json"
+
+
+def display_path(path: Path) -> str:
+    """`path` for messages, with the home directory shortened to `~`."""
+    text = str(path)
+    home = str(Path.home())
+    if home not in ("", "/") and text.startswith(home + os.sep):
+        return "~" + text[len(home):]
+    return text

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,7 +19,7 @@ import yaml
 
 from routing.config import DEFAULT_RAMP_TIERS, RoutingConfig
 from teamclaude.atomic import atomic_write
-from teamclaude.paths import config_path, default_state_path
+from teamclaude.paths import config_path, default_state_path, display_path
 
 DEFAULT_OAUTH_TOKEN_URL = "https://platform.claude.com/v1/oauth/token"
 DEFAULT_OAUTH_AUTHORIZE_URL = "https://claude.ai/oauth/authorize"
@@ -119,7 +118,7 @@ def load_settings(path: Path | None = None, *, create: bool = False) -> Settings
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"{_display(path)}: cannot read the settings file: {exc}") from None
+        raise SettingsError(f"{display_path(path)}: cannot read the settings file: {exc}") from None
     return parse_settings(text, path)
 
 
@@ -130,7 +129,7 @@ def example_config_text() -> str:
 
 def parse_settings(text: str, path: Path) -> Settings:
     """Validate settings YAML `text` as if it were the file at `path`."""
-    where = _display(path)
+    where = display_path(path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -194,14 +193,6 @@ def _yaml_error_text(exc: yaml.YAMLError) -> str:
     if mark is not None:
         return f"line {mark.line + 1}: not valid YAML: {problem}"
     return f"not valid YAML: {problem}"
-
-
-def _display(path: Path) -> str:
-    text = str(path)
-    home = str(Path.home())
-    if home not in ("", "/") and text.startswith(home + os.sep):
-        return "~" + text[len(home):]
-    return text
 
 
 def _show(value: Any) -> str:
