@@ -1,0 +1,57 @@
+"""The proxy's own HTTP endpoints (SPEC §9), answered without going upstream."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from teamclaude import __version__
+from teamclaude.service import ConfigError, Service
+
+LOCAL_PATHS = frozenset({
+    "/teamclaude/health",
+    "/teamclaude/status",
+    "/teamclaude/capacity",
+    "/capacity",
+    "/teamclaude/switch",
+    "/teamclaude/reload",
+})
+
+
+def is_local(path: str) -> bool:
+    return path in LOCAL_PATHS or path.startswith("/teamclaude/")
+
+
+def _error(status: int, kind: str, message: str) -> tuple[int, dict[str, Any]]:
+    return status, {"type": "error", "error": {"type": kind, "message": message}}
+
+
+async def answer(service: Service, method: str, path: str, body: bytes, config_path) -> tuple[int, dict[str, Any]]:
+    """(status, JSON document) for a local endpoint."""
+    route = (method.upper(), path)
+    if route == ("GET", "/teamclaude/health"):
+        return 200, {"status": "ok", "version": __version__}
+    if route == ("GET", "/teamclaude/status"):
+        return 200, service.status()
+    if route in (("GET", "/capacity"), ("GET", "/teamclaude/capacity")):
+        return 200, service.capacity()
+    if route == ("POST", "/teamclaude/switch"):
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            return _error(400, "invalid_request_error", 'body must be JSON like {"account": "name"}')
+        name = request.get("account") if isinstance(request, dict) else None
+        if name is not None and not isinstance(name, str):
+            return _error(400, "invalid_request_error", '"account" must be a name or null')
+        try:
+            return 200, {"ok": True, "message": service.switch(name)}
+        except KeyError as exc:
+            return _error(404, "not_found_error", exc.args[0])
+    if route == ("POST", "/teamclaude/reload"):
+        try:
+            return 200, {"ok": True, "message": await service.reload(config_path)}
+        except ConfigError as exc:
+            return _error(400, "invalid_request_error", str(exc))
+    if path in LOCAL_PATHS:
+        return _error(405, "invalid_request_error", f"{method} is not allowed on {path}")
+    return _error(404, "not_found_error", f"no teamclaude endpoint {path}")

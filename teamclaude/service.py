@@ -1,0 +1,212 @@
+"""The proxy's state and operations, apart from mitmproxy: settings, accounts, router, state file.
+
+`teamclaude_addon.py` turns flows into calls on this object. Everything here runs on the
+proxy's event loop; file reads and writes go through worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from routing.engine import Router
+from routing.usage import default_prices
+from teamclaude import __version__
+from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore
+from teamclaude.activity import ActivityLog
+from teamclaude.credentials import CredentialManager
+from teamclaude.settings import Settings, SettingsError, load_settings
+from teamclaude.statefile import StateWriter, read_state
+
+logger = logging.getLogger(__name__)
+
+WATCH_INTERVAL_S = 1.0
+
+
+class ConfigError(Exception):
+    """Settings or accounts could not be loaded; `str()` is the one-line reason."""
+
+
+def _file_fingerprint(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    settings: Settings
+    accounts: AccountsDoc
+    settings_fingerprint: tuple[int, int, int] | None
+    accounts_fingerprint: tuple[int, int, int] | None
+
+
+def load_config(config_path: Path | None) -> Loaded:
+    """Read settings and accounts (generating the proxy key on first run). Blocking."""
+    try:
+        settings = load_settings(config_path)
+        settings_fingerprint = _file_fingerprint(settings.path)
+        store = AccountsStore(settings.accounts_file)
+        store.ensure_proxy_key()
+        accounts_fingerprint = _file_fingerprint(settings.accounts_file)
+        accounts = store.read()
+    except (SettingsError, AccountsError) as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration: {exc.strerror or exc} ({exc.filename})") from None
+    return Loaded(settings, accounts, settings_fingerprint, accounts_fingerprint)
+
+
+class Service:
+    def __init__(self, loaded: Loaded, *, mode: str = "reverse", clock=time.time) -> None:
+        self.clock = clock
+        self.settings = loaded.settings
+        self.accounts = loaded.accounts
+        self._fingerprints = (loaded.settings_fingerprint, loaded.accounts_fingerprint)
+        self.store = AccountsStore(self.settings.accounts_file)
+        self.router = Router(
+            self.settings.routing_config(),
+            [a.to_spec() for a in self.accounts.accounts],
+            default_prices(),
+        )
+        self.credentials = CredentialManager(self.store, self.settings)
+        self.activity = ActivityLog()
+        self.mode = mode
+        self.listen: str = self.settings.listen_url
+        self.started_at = clock()
+        self.config_error: str | None = None
+        self.writer = StateWriter(self.settings.state_file, self.snapshot)
+        self._restore_persistent()
+
+    # ----- identity -----
+    @property
+    def proxy_key(self) -> str:
+        return self.accounts.proxy_key or ""
+
+    def account(self, name: str):
+        for account in self.accounts.accounts:
+            if account.name == name:
+                return account
+        return None
+
+    # ----- state file -----
+    def _restore_persistent(self) -> None:
+        previous = read_state(self.settings.state_file)
+        if previous and isinstance(previous.get("persist"), dict):
+            self.router.restore_persistent(previous["persist"], self.clock())
+
+    def changed(self) -> None:
+        self.writer.mark_dirty()
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self.clock()
+        engine = self.router.snapshot(now)
+        tokens = {a.name: a.expires_at for a in self.accounts.accounts if a.type == "oauth"}
+        for account in engine.get("accounts", []):
+            account["token_expires_at_ms"] = tokens.get(account.get("name"))
+            if account.get("name") in self.credentials.needs_login:
+                account["needs_login"] = True
+                account["status"] = "needs-login"
+        return {
+            "proxy": self.proxy_info(),
+            **engine,
+            "activity": self.activity.lines(),
+            "persist": self.router.export_persistent(now),
+        }
+
+    def proxy_info(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": self.started_at,
+            "listen": self.listen,
+            "upstream": self.settings.upstream,
+            "mode": self.mode,
+            "failover": self.settings.failover,
+            "config_file": str(self.settings.path),
+            "accounts_file": str(self.settings.accounts_file),
+            "config_error": self.config_error,
+            "state_error": self.writer.last_error,
+        }
+
+    # ----- endpoint operations -----
+    def status(self) -> dict[str, Any]:
+        snapshot = self.snapshot()
+        snapshot.pop("persist", None)
+        return snapshot
+
+    def capacity(self) -> dict[str, Any]:
+        return self.router.capacity(self.clock())
+
+    def switch(self, name: str | None) -> str:
+        """Pin the current account for session-less requests (None = automatic)."""
+        if name is not None and self.account(name) is None:
+            known = ", ".join(a.name for a in self.accounts.accounts) or "none"
+            raise KeyError(f"no account named {name!r} (accounts: {known})")
+        self.router.pin(name)
+        self.changed()
+        return f"current account pinned to {name}" if name else "current account chosen automatically"
+
+    # ----- hot reload -----
+    async def reload(self, config_path: Path | None) -> str:
+        """Re-read both files now; a bad file keeps the last good configuration."""
+        try:
+            loaded = await asyncio.to_thread(load_config, config_path)
+        except ConfigError as exc:
+            self._report_config_error(str(exc))
+            raise
+        self.apply(loaded)
+        return f"reloaded: {len(self.accounts.accounts)} accounts"
+
+    def apply(self, loaded: Loaded) -> None:
+        old = self.settings
+        new = loaded.settings
+        restart = [key for key in ("listen_host", "port", "upstream") if getattr(old, key) != getattr(new, key)]
+        if restart:
+            logger.warning("teamclaude: %s changed; restart the proxy to apply it", ", ".join(restart))
+        self.settings = new
+        self.router.configure(new.routing_config())
+        if new.accounts_file != old.accounts_file:
+            self.store = AccountsStore(new.accounts_file)
+        self.credentials.configure(self.store, new)
+        self.writer.path = new.state_file
+        self.accounts = loaded.accounts
+        self.router.set_accounts([a.to_spec() for a in self.accounts.accounts])
+        self.credentials.reload(self.accounts)
+        self._fingerprints = (loaded.settings_fingerprint, loaded.accounts_fingerprint)
+        if self.config_error:
+            logger.info("teamclaude: configuration is valid again")
+        self.config_error = None
+        self.changed()
+
+    def _report_config_error(self, message: str) -> None:
+        if message != self.config_error:
+            logger.error("teamclaude: %s (keeping the last good configuration)", message)
+        self.config_error = message
+        self.activity.add(t=self.clock(), level="error", note=message, method="", path="", account=None, status=None)
+        self.changed()
+
+    def files_changed(self) -> bool:
+        current = (_file_fingerprint(self.settings.path), _file_fingerprint(self.settings.accounts_file))
+        return current != self._fingerprints
+
+    async def watch(self, config_path: Path | None) -> None:
+        """Poll both files and apply edits while running."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            if not await asyncio.to_thread(self.files_changed):
+                continue
+            try:
+                await self.reload(config_path)
+            except ConfigError:
+                self._fingerprints = (
+                    _file_fingerprint(self.settings.path),
+                    _file_fingerprint(self.settings.accounts_file),
+                )
