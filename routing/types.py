@@ -16,6 +16,8 @@ class AccountSpec:
     kind: AccountKind
     priority: int = 0
     disabled: bool = False
+    email: str | None = None  # shown in the state file; not a secret
+    plan: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,268 @@
+"""What the engine knows about one account: quota windows, benches, load and usage.
+
+Everything here is learned from response headers and finished requests; time is passed in.
+A window whose reset has passed is gone: the quota it described has been renewed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from routing.capacity import BurnMeter, LearnedCap
+from routing.config import RoutingConfig
+from routing.ratelimits import RateLimits, Window, window_applies_to_model
+from routing.types import AccountSpec
+from routing.usage import Usage
+
+WEEK_S = 7 * 24 * 3600.0
+FIVE_HOUR = "5h"
+SEVEN_DAY = "7d"
+
+_WINDOW_TOKEN = re.compile(r"[A-Za-z0-9_]+")
+
+
+@dataclass
+class Bench:
+    """The account may not serve (all models, or one model family) before `until`."""
+
+    until: float
+    reason: str
+    window: str | None = None
+
+
+@dataclass
+class UsageTotals:
+    """Requests, tokens and cost added up (per account, per session, per model, overall)."""
+
+    requests: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+
+    def add(self, usage: Usage | None, cost: float) -> None:
+        self.requests += 1
+        if usage is not None:
+            self.usage = self.usage + usage
+            self.cost_usd += cost
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            **self.usage.as_dict(),
+            "tokens": self.usage.total,
+            "cost_usd": round(self.cost_usd, 6),
+        }
+
+    @classmethod
+    def restore(cls, data: object) -> UsageTotals:
+        if not isinstance(data, dict):
+            return cls()
+        counts = {
+            key: value
+            for key in ("input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read")
+            if isinstance(value := data.get(key), int) and not isinstance(value, bool) and value >= 0
+        }
+        requests = data.get("requests")
+        cost = data.get("cost_usd")
+        return cls(
+            requests=requests if isinstance(requests, int) and not isinstance(requests, bool) and requests >= 0 else 0,
+            usage=Usage(**counts),
+            cost_usd=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0 else 0.0,
+        )
+
+
+class AccountState:
+    def __init__(self, spec: AccountSpec) -> None:
+        self.spec = spec
+        self.windows: dict[str, Window] = {}
+        self.unified: dict[str, str] = {}
+        self.raw: dict[str, str] = {}
+        self.new_headers: list[str] = []
+        self.proven = False
+        self.inflight = 0
+        self.needs_login = False
+        self.bench: Bench | None = None
+        self.family_benches: dict[str, Bench] = {}
+        self.last_status: int | None = None
+        self.last_seen: float | None = None
+        self.usage = UsageTotals()
+        self.burn = BurnMeter()
+        self.cap = LearnedCap()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def is_api_key(self) -> bool:
+        return self.spec.kind == "apikey"
+
+    # -- headers ---------------------------------------------------------------------
+
+    def observe(self, status: int, limits: RateLimits, now: float) -> None:
+        """Store what one response's headers said. A 2xx proves the account."""
+        self.last_status = status
+        self.last_seen = now
+        if 200 <= status < 300:
+            self.proven = True
+        self.windows.update(limits.windows)
+        self.unified.update(limits.unified)
+        self.raw.update(limits.raw)
+        for name in limits.unknown:
+            if name not in self.new_headers:
+                self.new_headers.append(name)
+        self._drop_passed_windows(now)
+        self._extend_benches_to_resets()
+
+    def _drop_passed_windows(self, now: float) -> None:
+        for name in [n for n, w in self.windows.items() if w.reset is not None and w.reset <= now]:
+            del self.windows[name]
+
+    def _extend_benches_to_resets(self) -> None:
+        """A bench never ends before the known reset of the window that caused it."""
+        for bench in (self.bench, *self.family_benches.values()):
+            if bench is None or bench.window is None:
+                continue
+            window = self.windows.get(bench.window)
+            if window is not None and window.rejected and window.reset is not None:
+                bench.until = max(bench.until, window.reset)
+
+    def window(self, name: str, now: float) -> Window | None:
+        window = self.windows.get(name)
+        if window is not None and window.reset is not None and window.reset <= now:
+            del self.windows[name]
+            return None
+        return window
+
+    def utilization(self, name: str, now: float) -> float | None:
+        window = self.window(name, now)
+        return None if window is None else window.utilization
+
+    def live_windows(self, now: float) -> dict[str, Window]:
+        self._drop_passed_windows(now)
+        return dict(self.windows)
+
+    def blocking_window(self, model: str | None, config: RoutingConfig, now: float) -> str | None:
+        """The first window that stops a request for `model`: rejected, or at the threshold."""
+        self._drop_passed_windows(now)
+        for name, window in self.windows.items():
+            if not window_applies_to_model(name, model):
+                continue
+            if window.rejected:
+                return name
+            if window.utilization is not None and window.utilization >= config.switch_threshold:
+                return name
+        return None
+
+    # -- pace ------------------------------------------------------------------------
+
+    def has_week_data(self, now: float) -> bool:
+        window = self.window(SEVEN_DAY, now)
+        return window is not None and window.utilization is not None and window.reset is not None
+
+    def pace_line(self, now: float) -> float | None:
+        window = self.window(SEVEN_DAY, now)
+        if window is None or window.reset is None:
+            return None
+        return min(1.0, max(0.0, 1.0 - (window.reset - now) / WEEK_S))
+
+    def pace_gap(self, now: float) -> float | None:
+        line = self.pace_line(now)
+        used = self.utilization(SEVEN_DAY, now)
+        if line is None or used is None:
+            return None
+        return line - used
+
+    def ramp_boost(self, config: RoutingConfig, now: float) -> float:
+        """Use it or lose it: weight of the first tier whose bound covers the hours left."""
+        window = self.window(SEVEN_DAY, now)
+        if window is None or window.reset is None or window.utilization is None:
+            return 0.0
+        hours_left = max(0.0, (window.reset - now) / 3600.0)
+        weight = next((w for bound, w in config.ramp_tiers if bound >= hours_left), 0.0)
+        return max(0.0, 1.0 - window.utilization) * weight
+
+    def score(self, config: RoutingConfig, now: float) -> float | None:
+        """gap + boost; None when the weekly window is unknown."""
+        gap = self.pace_gap(now)
+        if gap is None:
+            return None
+        return gap + self.ramp_boost(config, now)
+
+    def far_over_line(self, config: RoutingConfig, now: float) -> bool:
+        gap = self.pace_gap(now)
+        return gap is not None and -gap > config.far_over_line
+
+    # -- load ------------------------------------------------------------------------
+
+    def inflight_cap(self, config: RoutingConfig, now: float) -> int:
+        if config.probe_gate and not self.proven:
+            return 1
+        used_5h = self.utilization(FIVE_HOUR, now)
+        if used_5h is not None and used_5h >= config.five_hour_warn:
+            return 1
+        return max(1, config.max_inflight_per_account)
+
+    def under_rail(self, config: RoutingConfig, now: float) -> bool:
+        used_5h = self.utilization(FIVE_HOUR, now)
+        return used_5h is None or used_5h < config.five_hour_soft_ceiling
+
+    # -- benches ---------------------------------------------------------------------
+
+    def set_bench(self, until: float, reason: str, family: str | None, now: float) -> None:
+        """Bench until `until`, or the known reset of the window named in `reason` if later."""
+        window_name = self._window_named_in(reason)
+        if window_name is not None:
+            window = self.window(window_name, now)
+            if window is not None and window.reset is not None:
+                until = max(until, window.reset)
+        target = self.family_benches.get(family) if family else self.bench
+        if target is not None and target.until > until and target.until > now:
+            return
+        bench = Bench(until=until, reason=reason, window=window_name)
+        if family:
+            self.family_benches[family] = bench
+        else:
+            self.bench = bench
+
+    def _window_named_in(self, reason: str) -> str | None:
+        for token in _WINDOW_TOKEN.findall(reason):
+            if token in self.windows:
+                return token
+        return None
+
+    def bench_for(self, family: str | None, now: float) -> Bench | None:
+        """The bench that stops a request of `family` now (the account-wide one first)."""
+        if self.bench is not None and self.bench.until <= now:
+            self.bench = None
+        if self.bench is not None:
+            return self.bench
+        if family is None:
+            return None
+        bench = self.family_benches.get(family)
+        if bench is not None and bench.until <= now:
+            del self.family_benches[family]
+            return None
+        return bench
+
+    def clear_passed_benches(self, now: float) -> None:
+        if self.bench is not None and self.bench.until <= now:
+            self.bench = None
+        for family in [f for f, b in self.family_benches.items() if b.until <= now]:
+            del self.family_benches[family]
+
+    def status(self, now: float) -> str:
+        if self.spec.disabled:
+            return "disabled"
+        if self.needs_login:
+            return "needs-login"
+        if self.bench_for(None, now) is not None:
+            return "benched"
+        if self.last_seen is None:
+            return "unknown"
+        return "ok"
+
+    def can_be_selected(self, now: float) -> bool:
+        """Enabled, logged in and not benched for every model."""
+        return not self.spec.disabled and not self.needs_login and self.bench_for(None, now) is None

@@ -1,0 +1,469 @@
+"""The Router: the one object the proxy addon (and the simulator) talks to.
+
+All state lives here and every method takes `now`; nothing reads a clock, does I/O or
+blocks. `select` chooses an account and reserves its in-flight slot in one synchronous
+call, so a check and its reservation can never interleave with another request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from routing import persistence
+from routing.account_state import FIVE_HOUR, SEVEN_DAY, AccountState, UsageTotals
+from routing.capacity import AccountCapacity, pool_capacity
+from routing.config import RoutingConfig
+from routing.policy import (
+    API_KEY_LAST_RESORT,
+    BLOCKED,
+    BOUND,
+    CURRENT,
+    NEW_SESSION,
+    PINNED,
+    WINDOW_LAPSED,
+    Candidate,
+    choose,
+    keep_failure,
+)
+from routing.ratelimits import RateLimits, model_family
+from routing.sessions import Binding, SessionTable
+from routing.types import AccountSpec, Decision, RequestInfo
+from routing.usage import PriceTable, Usage, default_prices
+
+_REASON_WORDS = {
+    NEW_SESSION: "new session",
+    WINDOW_LAPSED: "window lapsed",
+    BLOCKED: "blocked",
+    "far-over-line": "far over line",
+    "rail": "5h rail",
+    CURRENT: "no session",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A selection before it is committed: who serves, why, and what it changes."""
+
+    account: str
+    reason: str
+    detail: str
+    bind: bool  # (re)bind the request's session, or move the sticky current account
+
+
+@dataclass
+class _Ticket:
+    account: AccountState
+    binding: Binding | None
+    model: str | None
+
+
+class Router:
+    def __init__(
+        self,
+        config: RoutingConfig,
+        accounts: Sequence[AccountSpec] = (),
+        prices: PriceTable | None = None,
+    ) -> None:
+        self.config = config
+        self.prices = prices if prices is not None else default_prices()
+        self._accounts: dict[str, AccountState] = {}
+        self._sessions = SessionTable()
+        self._tickets: dict[int, _Ticket] = {}
+        self._next_ticket = 1
+        self._current: str | None = None
+        self._pinned: str | None = None
+        self._totals = UsageTotals()
+        self._models: dict[str, UsageTotals] = {}
+        # Saved data of accounts not configured (yet): applied when they appear.
+        self._pending_restore: dict[str, tuple[dict[str, Any], float]] = {}
+        self.set_accounts(accounts)
+
+    # -- configuration ---------------------------------------------------------------
+
+    def configure(self, config: RoutingConfig) -> None:
+        self.config = config
+
+    def set_accounts(self, accounts: Sequence[AccountSpec]) -> None:
+        """Apply the configured account list; state is kept by name, removed ones dropped."""
+        fresh: dict[str, AccountState] = {}
+        for spec in accounts:
+            state = self._accounts.get(spec.name)
+            if state is None:
+                state = AccountState(spec)
+                pending = self._pending_restore.pop(spec.name, None)
+                if pending is not None:
+                    persistence.restore_account(state, *pending)
+            else:
+                state.spec = spec
+            fresh[spec.name] = state
+        for name in self._accounts.keys() - fresh.keys():
+            self._sessions.drop_account(name)
+        self._accounts = fresh
+        if self._current not in fresh:
+            self._current = None
+        if self._pinned not in fresh:
+            self._pinned = None
+
+    def mark_needs_login(self, account: str, needs: bool) -> None:
+        self._account(account).needs_login = needs
+
+    def pin(self, account: str | None) -> None:
+        """Pin the account serving requests without a session (None: automatic)."""
+        if account is not None:
+            self._account(account)
+        self._pinned = account
+
+    def _account(self, name: str) -> AccountState:
+        try:
+            return self._accounts[name]
+        except KeyError:
+            raise KeyError(f"unknown account {name!r}") from None
+
+    # -- the request path ------------------------------------------------------------
+
+    def select(
+        self, request: RequestInfo, now: float, exclude: Collection[str] = ()
+    ) -> Decision | None:
+        """Choose an account for `request` and reserve an in-flight slot on it."""
+        self._sessions.evict(now, self.config.binding_evict_s)
+        plan = self._plan(request, now, exclude)
+        if plan is None:
+            return None
+        account = self._accounts[plan.account]
+        binding: Binding | None = None
+        if request.session_id is not None:
+            binding = self._sessions.get(request.session_id)
+            if plan.bind or binding is None:
+                binding = self._sessions.bind(request.session_id, plan.account, plan.reason, now)
+            else:
+                self._sessions.touch(binding, now)
+            binding.inflight += 1
+            if request.model:
+                binding.model = request.model
+        elif plan.bind:
+            self._current = plan.account
+        account.inflight += 1
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._tickets[ticket] = _Ticket(account, binding, request.model)
+        return Decision(
+            account=plan.account,
+            reason=plan.reason,
+            detail=plan.detail,
+            session_id=request.session_id,
+            ticket=ticket,
+        )
+
+    def can_serve(self, request: RequestInfo, now: float, exclude: Collection[str] = ()) -> bool:
+        return self._plan(request, now, exclude) is not None
+
+    def observe(self, account: str, status: int, limits: RateLimits, now: float) -> None:
+        """Headers of one upstream response (any status), at header time."""
+        state = self._accounts.get(account)
+        if state is None:
+            return
+        state.observe(status, limits, now)
+        five_hour = limits.windows.get(FIVE_HOUR)
+        if status == 429 and five_hour is not None and five_hour.rejected:
+            state.cap.on_rejection(state.burn.total(now), now)
+
+    def release(
+        self, ticket: int, now: float, usage: Usage | None = None, status: int | None = None
+    ) -> None:
+        """Free a reserved slot and book the request's usage. A second call is a no-op."""
+        entry = self._tickets.pop(ticket, None)
+        if entry is None:
+            return
+        account = entry.account
+        account.inflight = max(0, account.inflight - 1)
+        cost = self.prices.cost(usage) if usage is not None else 0.0
+        account.usage.add(usage, cost)
+        self._totals.add(usage, cost)
+        model = (usage.model if usage is not None else None) or entry.model
+        if model:
+            self._models.setdefault(model, UsageTotals()).add(usage, cost)
+        if entry.binding is not None:
+            entry.binding.inflight = max(0, entry.binding.inflight - 1)
+            entry.binding.totals.add(usage, cost)
+            if self._sessions.get(entry.binding.session_id) is entry.binding:
+                self._sessions.touch(entry.binding, now)
+        if usage is not None and usage.burn > 0:
+            account.burn.add(usage.burn, now)
+            succeeded = status is None or 200 <= status < 300
+            if succeeded:
+                account.cap.on_success(
+                    account.burn.total(now), account.utilization(FIVE_HOUR, now), now
+                )
+
+    def bench(
+        self,
+        account: str,
+        until: float,
+        reason: str,
+        now: float,
+        model_family: str | None = None,
+    ) -> None:
+        """Bench an account (or one model family on it) until `until`, never before the
+        known reset of the window named in `reason`."""
+        state = self._accounts.get(account)
+        if state is None:
+            return
+        state.set_bench(until, reason, model_family, now)
+
+    def next_change_at(self, now: float) -> float | None:
+        """The soonest future moment a bench ends or a window resets."""
+        soonest: float | None = None
+        for state in self._accounts.values():
+            moments = [w.reset for w in state.live_windows(now).values() if w.reset is not None]
+            if state.bench is not None:
+                moments.append(state.bench.until)
+            moments.extend(b.until for b in state.family_benches.values())
+            for moment in moments:
+                if moment > now and (soonest is None or moment < soonest):
+                    soonest = moment
+        return soonest
+
+    # -- policy ----------------------------------------------------------------------
+
+    def _candidate(self, state: AccountState, now: float) -> Candidate:
+        config = self.config
+        week = state.window(SEVEN_DAY, now)
+        hours_left = None
+        if week is not None and week.reset is not None:
+            hours_left = max(0.0, (week.reset - now) / 3600.0)
+        return Candidate(
+            name=state.name,
+            api_key=state.is_api_key,
+            priority=state.spec.priority,
+            score=state.score(config, now),
+            gap=state.pace_gap(now),
+            boost=state.ramp_boost(config, now),
+            util_5h=state.utilization(FIVE_HOUR, now),
+            util_7d=None if week is None else week.utilization,
+            hours_to_weekly_reset=hours_left,
+            under_rail=state.under_rail(config, now),
+            inflight=state.inflight,
+            inflight_cap=state.inflight_cap(config, now),
+            warm_sessions=self._sessions.warm_count(state.name, now, config.warm_window_s),
+            far_over_line=state.far_over_line(config, now),
+        )
+
+    def _usable(
+        self, state: AccountState, request: RequestInfo, now: float, exclude: Collection[str]
+    ) -> bool:
+        return (
+            state.name not in exclude
+            and state.can_be_selected(now)
+            and state.bench_for(model_family(request.model), now) is None
+            and state.blocking_window(request.model, self.config, now) is None
+        )
+
+    def _pool(
+        self, request: RequestInfo, now: float, exclude: Collection[str]
+    ) -> tuple[dict[str, Candidate], bool]:
+        """Usable accounts as candidates; API keys only when no OAuth account is usable
+        (with `api_keys_last_resort`). The flag says the pool is the last resort."""
+        usable = [
+            self._candidate(state, now)
+            for state in self._accounts.values()
+            if self._usable(state, request, now, exclude)
+        ]
+        if self.config.api_keys_last_resort:
+            oauth = [c for c in usable if not c.api_key]
+            if oauth or not usable:
+                return {c.name: c for c in oauth}, False
+            return {c.name: c for c in usable}, True
+        return {c.name: c for c in usable}, False
+
+    def _plan(self, request: RequestInfo, now: float, exclude: Collection[str]) -> Plan | None:
+        pool, last_resort = self._pool(request, now, exclude)
+        if not pool:
+            return None
+        if request.session_id is None:
+            return self._plan_sessionless(pool, last_resort, now)
+        binding = self._sessions.get(request.session_id)
+        bound: Candidate | None = None
+        if binding is None:
+            reason = NEW_SESSION
+        elif not binding.warm(now, self.config.warm_window_s):
+            reason = WINDOW_LAPSED
+        elif binding.account not in pool:
+            reason = BLOCKED
+        else:
+            bound = pool[binding.account]
+            failure = keep_failure(bound)
+            if failure is None:
+                return Plan(bound.name, BOUND, f"warm session kept on {bound.name}", bind=False)
+            reason = failure
+        choice = choose(list(pool.values()), self.config, bound)
+        name = choice.candidate.name
+        words = _REASON_WORDS.get(reason, reason)
+        if choice.kept:
+            return Plan(name, BOUND, f"{words}, kept on {name} ({choice.why})", bind=False)
+        if last_resort:
+            reason = API_KEY_LAST_RESORT
+            words = f"no subscription usable ({words})"
+        return Plan(name, reason, f"{words} → {name} ({choice.why})", bind=True)
+
+    def _plan_sessionless(
+        self, pool: dict[str, Candidate], last_resort: bool, now: float
+    ) -> Plan:
+        pinned = pool.get(self._pinned) if self._pinned is not None else None
+        if pinned is not None and pinned.has_room:
+            return Plan(pinned.name, PINNED, f"no session → pinned {pinned.name}", bind=False)
+        current = pool.get(self._current) if self._current is not None else None
+        if current is not None and keep_failure(current) is None:
+            return Plan(current.name, CURRENT, f"no session → current {current.name}", bind=False)
+        choice = choose(list(pool.values()), self.config, current)
+        name = choice.candidate.name
+        if choice.kept:
+            return Plan(name, CURRENT, f"no session → current {name} ({choice.why})", bind=False)
+        reason = API_KEY_LAST_RESORT if last_resort else CURRENT
+        return Plan(name, reason, f"no session → {name} ({choice.why})", bind=True)
+
+    # -- reporting -------------------------------------------------------------------
+
+    def _capacity_lines(self, now: float) -> list[AccountCapacity]:
+        config = self.config
+        lines = []
+        for state in self._accounts.values():
+            status = state.status(now)
+            bench = state.bench_for(None, now)
+            live = status in ("ok", "unknown")
+            used_5h = state.utilization(FIVE_HOUR, now)
+            used_7d = state.utilization(SEVEN_DAY, now)
+            unconstrained = (
+                live
+                and (used_5h is None or used_5h < config.five_hour_warn)
+                and (used_7d is None or used_7d < config.switch_threshold)
+                and not any(w.rejected for w in state.live_windows(now).values())
+            )
+            burn = state.burn.total(now)
+            cap = state.cap.current(now)
+            lines.append(
+                AccountCapacity(
+                    name=state.name,
+                    status=status,
+                    benched=bench is not None,
+                    bench_sec=0 if bench is None else max(0, math.ceil(bench.until - now)),
+                    inflight=state.inflight,
+                    burn5h=burn,
+                    cap_est_5h=None if cap is None else int(round(cap)),
+                    headroom_tok=None if cap is None else max(0, int(round(cap - burn))),
+                    live=live,
+                    unconstrained=unconstrained,
+                    warm_sessions=self._sessions.warm_count(state.name, now, config.warm_window_s),
+                )
+            )
+        return lines
+
+    def _soonest_reset(self, now: float) -> float | None:
+        soonest: float | None = None
+        for state in self._accounts.values():
+            if state.spec.disabled:
+                continue
+            for name in (FIVE_HOUR, SEVEN_DAY):
+                window = state.window(name, now)
+                if window is not None and window.reset is not None and window.reset > now:
+                    soonest = window.reset if soonest is None else min(soonest, window.reset)
+            bench = state.bench_for(None, now)
+            if bench is not None:
+                soonest = bench.until if soonest is None else min(soonest, bench.until)
+        return soonest
+
+    def capacity(self, now: float) -> dict[str, Any]:
+        return pool_capacity(self._capacity_lines(now), self._soonest_reset(now), now)
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The engine's part of the state file (docs/state-file.md); JSON-serialisable."""
+        self._sessions.evict(now, self.config.binding_evict_s)
+        capacity = self.capacity(now)
+        lines = {line["name"]: line for line in capacity["accounts"]}
+        accounts = [
+            self._account_snapshot(state, lines[state.name], now)
+            for state in self._accounts.values()
+        ]
+        sessions = [b.as_dict(now, self.config.warm_window_s) for b in self._sessions.bindings()]
+        return {
+            "current": self._current,
+            "pinned": self._pinned,
+            "accounts": accounts,
+            "sessions": sessions,
+            "capacity": capacity,
+            "totals": {
+                "requests": self._totals.requests,
+                "tokens": self._totals.usage.total,
+                "cost_usd": round(self._totals.cost_usd, 6),
+                "models": {m: t.as_dict() for m, t in sorted(self._models.items())},
+            },
+        }
+
+    def _account_snapshot(
+        self, state: AccountState, line: dict[str, Any], now: float
+    ) -> dict[str, Any]:
+        config = self.config
+        bench = state.bench_for(None, now)
+        return {
+            "name": state.name,
+            "kind": state.spec.kind,
+            "email": state.spec.email,
+            "plan": state.spec.plan,
+            "priority": state.spec.priority,
+            "disabled": state.spec.disabled,
+            "status": line["status"],
+            "windows": {
+                name: {"utilization": w.utilization, "reset": w.reset, "status": w.status}
+                for name, w in sorted(state.live_windows(now).items())
+            },
+            "unified": dict(state.unified),
+            "raw": dict(state.raw),
+            "new_headers": list(state.new_headers),
+            "pace_line": state.pace_line(now),
+            "pace_gap": state.pace_gap(now),
+            "score": state.score(config, now),
+            "inflight": state.inflight,
+            "inflight_cap": state.inflight_cap(config, now),
+            "proven": state.proven,
+            "warm_sessions": self._sessions.warm_count(state.name, now, config.warm_window_s),
+            "bench_until": None if bench is None else bench.until,
+            "bench_reason": None if bench is None else bench.reason,
+            "family_benches": {
+                family: {"until": b.until, "reason": b.reason}
+                for family, b in sorted(state.family_benches.items())
+                if b.until > now
+            },
+            "needs_login": state.needs_login,
+            "token_expires_at_ms": None,
+            "usage": state.usage.as_dict(),
+            "burn5h": line["burn5h"],
+            "cap_est_5h": line["capEst5h"],
+            "headroom_tok": line["headroomTok"],
+            "live": line["live"],
+        }
+
+    # -- persistence (SPEC §8.3) -----------------------------------------------------
+
+    def export_persistent(self, now: float) -> dict[str, Any]:
+        return persistence.export_router(
+            self._accounts,
+            {name: data for name, (data, _) in self._pending_restore.items()},
+            self._totals,
+            self._models,
+            now,
+        )
+
+    def restore_persistent(self, data: dict[str, Any], now: float) -> None:
+        """Reload saved engine data; anything that does not validate is ignored."""
+        saved = persistence.parse(data)
+        for name, account_data in saved.accounts.items():
+            state = self._accounts.get(name)
+            if state is None:
+                self._pending_restore[name] = (account_data, now)
+            else:
+                persistence.restore_account(state, account_data, now)
+        if saved.totals is not None:
+            self._totals = saved.totals
+        self._models.update(saved.models)

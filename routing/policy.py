@@ -1,0 +1,141 @@
+"""The selection procedure of SPEC §5, over a per-request view of the usable accounts.
+
+Pure functions: the engine builds one `Candidate` per usable account (O(accounts)) and
+asks `keep_failure` whether a bound account may keep its session, and `choose` which
+account should take new work. No sorting beyond the candidates, no history.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from routing.config import RoutingConfig
+
+# Reasons (docs/state-file.md).
+BOUND = "bound"
+NEW_SESSION = "new-session"
+WINDOW_LAPSED = "window-lapsed"
+BLOCKED = "blocked"
+FAR_OVER_LINE = "far-over-line"
+RAIL = "rail"
+CURRENT = "current"
+PINNED = "pinned"
+API_KEY_LAST_RESORT = "api-key-last-resort"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One usable account as the policy sees it at this instant."""
+
+    name: str
+    api_key: bool
+    priority: int
+    score: float | None  # gap + ramp boost; None = no weekly data yet
+    gap: float | None
+    boost: float
+    util_5h: float | None
+    util_7d: float | None
+    hours_to_weekly_reset: float | None
+    under_rail: bool
+    inflight: int
+    inflight_cap: int
+    warm_sessions: int
+    far_over_line: bool
+
+    @property
+    def has_room(self) -> bool:
+        return self.inflight < self.inflight_cap
+
+    @property
+    def rank_score(self) -> float:
+        """Accounts without weekly data rank above all others (self-priming); an API key
+        has no weekly line and ranks as exactly on it."""
+        if self.score is not None:
+            return self.score
+        return 0.0 if self.api_key else math.inf
+
+
+@dataclass(frozen=True)
+class Choice:
+    candidate: Candidate
+    kept: bool  # the bound account was kept although it failed the keep test
+    why: str
+
+
+def keep_failure(candidate: Candidate) -> str | None:
+    """Why a warm binding may not stay on its account (None: it stays). Step 1 of §5."""
+    if not candidate.under_rail:
+        return RAIL
+    if not candidate.has_room:
+        return BLOCKED
+    if candidate.far_over_line:
+        return FAR_OVER_LINE
+    return None
+
+
+def _narrow(stage: list[Candidate], keep: list[Candidate]) -> list[Candidate]:
+    return keep if keep else stage
+
+
+def choose(
+    candidates: Sequence[Candidate], config: RoutingConfig, bound: Candidate | None = None
+) -> Choice:
+    """Step 2 of §5: narrow by the 5h rail, then the in-flight cap, then the session cap,
+    never to nothing; take the best score, ties within `pace_tie_band` broken by priority,
+    fewest warm sessions, fewest in flight, then name.
+
+    `bound` is the account a warm session is bound to but which failed the keep test. If
+    it survives every narrowing step (every other account shares its problem), moving the
+    session would break its cache for nothing, so it stays; a far-over-line account stays
+    only when every remaining account is far over its line too.
+    """
+    if not candidates:
+        raise ValueError("choose() needs at least one candidate")
+    stage = list(candidates)
+    stage = _narrow(stage, [c for c in stage if c.under_rail])
+    stage = _narrow(stage, [c for c in stage if c.has_room])
+    stage = _narrow(
+        stage,
+        [
+            c
+            for c in stage
+            if c.warm_sessions - (1 if bound is not None and c.name == bound.name else 0)
+            < config.max_sessions_per_account
+        ],
+    )
+    if bound is not None:
+        survivor = next((c for c in stage if c.name == bound.name), None)
+        if survivor is not None and (
+            not survivor.far_over_line or all(c.far_over_line for c in stage)
+        ):
+            return Choice(survivor, kept=True, why=_kept_why(survivor, stage))
+    best = max(c.rank_score for c in stage)
+    if math.isinf(best):
+        tied = [c for c in stage if math.isinf(c.rank_score)]
+    else:
+        tied = [c for c in stage if c.rank_score >= best - config.pace_tie_band]
+    winner = min(tied, key=lambda c: (c.priority, c.warm_sessions, c.inflight, c.name))
+    return Choice(winner, kept=False, why=_winner_why(winner, len(tied)))
+
+
+def _kept_why(candidate: Candidate, stage: list[Candidate]) -> str:
+    if not candidate.under_rail:
+        return "every account is over its 5h soft ceiling"
+    if not candidate.has_room:
+        return "every account is at its in-flight cap"
+    return "every account is far over its weekly line"
+
+
+def _winner_why(candidate: Candidate, tied: int) -> str:
+    if candidate.score is None:
+        why = "API key, no weekly line" if candidate.api_key else "no quota data yet: probing"
+    elif candidate.boost > 0 and candidate.hours_to_weekly_reset is not None:
+        unused = 1.0 - (candidate.util_7d or 0.0)
+        why = f"weekly reset in {candidate.hours_to_weekly_reset:.1f}h with {unused:.0%} unused"
+    else:
+        why = f"furthest behind its weekly line: gap {candidate.gap:+.2f}"
+    if tied > 1:
+        why += f"; tied with {tied - 1} other(s), fewest warm sessions"
+    return why
