@@ -1,0 +1,271 @@
+"""A typed, tolerant view of the state file (docs/state-file.md, version 1).
+
+The producer may leave any value `null` and may add fields: every accessor here falls back
+to a neutral default instead of raising, so one odd value never blanks the whole Deck.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SUPPORTED_VERSION = 1
+
+
+def _num(value: Any, default: float | None = None) -> float | None:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, (int, float)):
+        return float(value)
+    return default
+
+
+def _int(value: Any, default: int = 0) -> int:
+    number = _num(value)
+    return int(number) if number is not None else default
+
+
+def _opt_int(value: Any) -> int | None:
+    number = _num(value)
+    return int(number) if number is not None else None
+
+
+def _str(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+@dataclass(frozen=True)
+class Usage:
+    tokens: int = 0
+    cost_usd: float = 0.0
+    requests: int = 0
+
+    @classmethod
+    def parse(cls, raw: Any) -> Usage:
+        data = _dict(raw)
+        return cls(
+            tokens=_int(data.get("tokens")),
+            cost_usd=_num(data.get("cost_usd"), 0.0) or 0.0,
+            requests=_int(data.get("requests")),
+        )
+
+
+@dataclass(frozen=True)
+class Window:
+    utilization: float | None
+    reset: float | None
+    status: str
+
+    @classmethod
+    def parse(cls, raw: Any) -> Window:
+        data = _dict(raw)
+        return cls(_num(data.get("utilization")), _num(data.get("reset")), _str(data.get("status")))
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    kind: str = ""
+    plan: str = ""
+    status: str = "unknown"
+    windows: dict[str, Window] = field(default_factory=dict)
+    pace_line: float | None = None
+    pace_gap: float | None = None
+    inflight: int = 0
+    bench_until: float | None = None
+    bench_reason: str = ""
+    needs_login: bool = False
+    usage: Usage = Usage()
+
+    @classmethod
+    def parse(cls, raw: Any) -> Account | None:
+        data = _dict(raw)
+        name = _str(data.get("name"))
+        if not name:
+            return None
+        windows = {
+            key: Window.parse(value)
+            for key, value in _dict(data.get("windows")).items()
+            if isinstance(value, dict)
+        }
+        return cls(
+            name=name,
+            kind=_str(data.get("kind")),
+            plan=_str(data.get("plan")),
+            status=_str(data.get("status"), "unknown") or "unknown",
+            windows=windows,
+            pace_line=_num(data.get("pace_line")),
+            pace_gap=_num(data.get("pace_gap")),
+            inflight=_int(data.get("inflight")),
+            bench_until=_num(data.get("bench_until")),
+            bench_reason=_str(data.get("bench_reason")),
+            needs_login=data.get("needs_login") is True,
+            usage=Usage.parse(data.get("usage")),
+        )
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    account: str = ""
+    bound_at: float | None = None
+    last_used: float | None = None
+    warm: bool = False
+    inflight: int = 0
+    requests: int = 0
+    model: str = ""
+    usage: Usage = Usage()
+
+    @classmethod
+    def parse(cls, raw: Any) -> Session | None:
+        data = _dict(raw)
+        sid = _str(data.get("id"))
+        if not sid:
+            return None
+        return cls(
+            id=sid,
+            account=_str(data.get("account")),
+            bound_at=_num(data.get("bound_at")),
+            last_used=_num(data.get("last_used")),
+            warm=data.get("warm") is True,
+            inflight=_int(data.get("inflight")),
+            requests=_int(data.get("requests")),
+            model=_str(data.get("model")),
+            usage=Usage.parse(data.get("usage")),
+        )
+
+
+@dataclass(frozen=True)
+class Capacity:
+    verdict: str = "unknown"
+    headroom: int | None = None
+    live_accounts: int | None = None
+    benched: int | None = None
+    total: int | None = None
+    soonest_reset_sec: float | None = None
+    at: float | None = None
+
+    @classmethod
+    def parse(cls, raw: Any) -> Capacity:
+        data = _dict(raw)
+        return cls(
+            verdict=_str(data.get("verdict"), "unknown") or "unknown",
+            headroom=_opt_int(data.get("headroom")),
+            live_accounts=_opt_int(data.get("liveAccounts")),
+            benched=_opt_int(data.get("benched")),
+            total=_opt_int(data.get("total")),
+            soonest_reset_sec=_num(data.get("soonestResetSec")),
+            at=_num(data.get("at")),
+        )
+
+
+@dataclass(frozen=True)
+class ActivityLine:
+    t: float
+    method: str = ""
+    path: str = ""
+    account: str = ""
+    session: str = ""
+    status: int | None = None
+    duration_ms: float | None = None
+    reason: str = ""
+    level: str = "info"
+    note: str = ""
+
+    @classmethod
+    def parse(cls, raw: Any) -> ActivityLine | None:
+        data = _dict(raw)
+        t = _num(data.get("t"))
+        if t is None:
+            return None
+        status = _num(data.get("status"))
+        return cls(
+            t=t,
+            method=_str(data.get("method")),
+            path=_str(data.get("path")),
+            account=_str(data.get("account")),
+            session=_str(data.get("session")),
+            status=int(status) if status is not None else None,
+            duration_ms=_num(data.get("duration_ms")),
+            reason=_str(data.get("reason")),
+            level=_str(data.get("level"), "info") or "info",
+            note=_str(data.get("note")),
+        )
+
+
+@dataclass(frozen=True)
+class Proxy:
+    listen: str = ""
+    version: str = ""
+    accounts_file: str = ""
+    config_error: str = ""
+
+    @classmethod
+    def parse(cls, raw: Any) -> Proxy:
+        data = _dict(raw)
+        return cls(
+            listen=_str(data.get("listen")),
+            version=_str(data.get("version")),
+            accounts_file=_str(data.get("accounts_file")),
+            config_error=_str(data.get("config_error")),
+        )
+
+
+@dataclass(frozen=True)
+class State:
+    seq: int
+    written_at: float | None
+    proxy: Proxy
+    current: str
+    pinned: str
+    accounts: tuple[Account, ...]
+    sessions: tuple[Session, ...]
+    capacity: Capacity
+    activity: tuple[ActivityLine, ...]
+    totals: Usage
+
+    def account(self, name: str) -> Account | None:
+        return next((account for account in self.accounts if account.name == name), None)
+
+
+class UnsupportedVersion(ValueError):
+    """The file was written by a newer proxy whose format this Deck does not understand."""
+
+
+def parse_state(raw: Any) -> State:
+    """Build a State from the decoded JSON; raise ValueError when it is not a state file."""
+    if not isinstance(raw, dict):
+        raise ValueError("top level is not a JSON object")
+    version = _num(raw.get("version"))
+    if version is None:
+        raise ValueError("no 'version' field")
+    if version > SUPPORTED_VERSION:
+        raise UnsupportedVersion(
+            f"state file version {int(version)} is newer than this Deck understands "
+            f"({SUPPORTED_VERSION}); update teamclaude"
+        )
+    accounts = tuple(a for a in map(Account.parse, _list(raw.get("accounts"))) if a is not None)
+    sessions = tuple(s for s in map(Session.parse, _list(raw.get("sessions"))) if s is not None)
+    activity = tuple(
+        line for line in map(ActivityLine.parse, _list(raw.get("activity"))) if line is not None
+    )
+    return State(
+        seq=_int(raw.get("seq"), -1),
+        written_at=_num(raw.get("written_at")),
+        proxy=Proxy.parse(raw.get("proxy")),
+        current=_str(raw.get("current")),
+        pinned=_str(raw.get("pinned")),
+        accounts=accounts,
+        sessions=sessions,
+        capacity=Capacity.parse(raw.get("capacity")),
+        activity=activity,
+        totals=Usage.parse(raw.get("totals")),
+    )

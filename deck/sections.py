@@ -1,0 +1,416 @@
+"""One-line building blocks of the Deck, each a `rich.text.Text` cut to a given width.
+
+Every function returns whole lines (never wrapping), so the layout can count them exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rich.text import Text
+
+from deck import fmt
+from deck.controller import Ui
+from deck.fleet import AccountGroup, Fleet, IssueRow, SessionView
+from deck.locallog import LocalLine
+from deck.model import Account, ActivityLine, State, Window
+from deck.tree import Tree, tree_lines
+
+WEEK_S = 7 * 86400
+PACE_BAND = 0.02
+
+VERDICT_STYLE = {"green": "bold green", "yellow": "bold yellow", "red": "bold red"}
+STATUS_STYLE = {
+    "ok": "green",
+    "benched": "yellow",
+    "needs-login": "bold red",
+    "disabled": "dim",
+    "unknown": "grey50",
+}
+ISSUE_STATUS_STYLE = {
+    "work": "cyan",
+    "todo": "grey62",
+    "queued": "blue",
+    "block": "bold red",
+    "blocked": "bold red",
+    "review": "magenta",
+    "in-review": "magenta",
+}
+LEVEL_STYLE = {"warn": "yellow", "error": "bold red"}
+
+
+def cut(text: Text, width: int) -> Text:
+    """The line truncated with an ellipsis to `width` cells, never wrapped."""
+    line = text.copy()
+    line.no_wrap = True
+    line.overflow = "ellipsis"
+    line.truncate(max(1, width), overflow="ellipsis")
+    return line
+
+
+def cell(value: str, width: int, style: str = "", right: bool = False) -> Text:
+    """`value` in exactly `width` cells (padded or cut)."""
+    text = Text(value, style=style)
+    if right:
+        pad = width - text.cell_len
+        if pad > 0:
+            text = Text(" " * pad) + text
+    text.truncate(width, overflow="ellipsis", pad=True)
+    return text
+
+
+def utilization_style(value: float) -> str:
+    if value >= 0.9:
+        return "red"
+    if value >= 0.7:
+        return "yellow"
+    return "green"
+
+
+def clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+# ── header ──────────────────────────────────────────────────────────────────────────────
+
+
+def header_lines(state: State | None, fleet: Fleet | None, ui: Ui, now: float, width: int,
+                 warnings: list[str]) -> list[Text]:
+    title = Text("teamclaude deck", style="bold")
+    if fleet is not None and state is not None:
+        title.append(f" · {len(fleet.sessions)} agents · {fleet.warm} warm · ")
+        title.append(f"{fleet.needs_you} needs-you", style="bold magenta" if fleet.needs_you else "")
+        title.append(f" · {fmt.tokens(state.totals.tokens)} tok · {fmt.money(state.totals.cost_usd)}")
+    if ui.bell:
+        title.append("  bell on", style="dim")
+    lines = [cut(title, width)]
+    if state is not None:
+        lines.append(cut(capacity_chip(state, now), width))
+    lines += [cut(Text(f"⚠ {warning}", style="bold red"), width) for warning in warnings]
+    return lines
+
+
+def capacity_chip(state: State, now: float) -> Text:
+    capacity = state.capacity
+    style = VERDICT_STYLE.get(capacity.verdict, "dim")
+    chip = Text("● ", style=style) + Text(capacity.verdict.upper(), style=style)
+    parts = []
+    if capacity.headroom is not None:
+        parts.append(f"headroom {capacity.headroom}")
+    if capacity.live_accounts is not None and capacity.total is not None:
+        parts.append(f"live {capacity.live_accounts}/{capacity.total}")
+    if capacity.benched:
+        parts.append(f"benched {capacity.benched}")
+    if capacity.soonest_reset_sec is not None:
+        elapsed = now - capacity.at if capacity.at is not None else 0.0
+        parts.append(f"next reset {fmt.duration(capacity.soonest_reset_sec - elapsed)}")
+    if parts:
+        chip.append("  " + " · ".join(parts))
+    if state.pinned:
+        chip.append(f"  pinned → {fmt.short_account(state.pinned)}", style="cyan")
+    if state.proxy.listen:
+        chip.append(f"  {state.proxy.listen}", style="dim")
+    return chip
+
+
+# ── accounts ────────────────────────────────────────────────────────────────────────────
+
+
+def account_header(group: AccountGroup, state: State, now: float, width: int, hidden: int) -> Text:
+    account = group.account
+    status = account.status if account else "unknown"
+    if account is not None and account.needs_login:
+        status = "needs-login"
+    style = STATUS_STYLE.get(status, "grey50")
+    line = Text("● ", style=style)
+    line.append(group.name, style="bold")
+    if group.name == state.current:
+        line.append(" ★", style="yellow")
+    if account is not None:
+        line.append(" " + _status_chip(account, status, now), style=style)
+        kind = account.plan or account.kind
+        if kind:
+            line.append(f" {kind}", style="dim")
+    line.append(f"  {group.agents} agents · {group.live} live")
+    if account is not None:
+        line.append(f" · {fmt.tokens(account.usage.tokens)} tok · {fmt.money(account.usage.cost_usd)}")
+    if hidden:
+        line.append(f"  (+{hidden} more)", style="dim")
+    return cut(line, width)
+
+
+def _status_chip(account: Account, status: str, now: float) -> str:
+    if status == "needs-login":
+        return "needs login → teamclaude login"
+    if account.bench_until is not None and account.bench_until > now:
+        reason = f" ({account.bench_reason})" if account.bench_reason else ""
+        return f"benched {fmt.duration(account.bench_until - now)}{reason}"
+    return status
+
+
+def bar(utilization: float, width: int) -> Text:
+    filled = max(0, min(width, round(utilization * width)))
+    return Text("█" * filled, style=utilization_style(utilization)) + Text("░" * (width - filled), style="grey35")
+
+
+def window_segment(label: str, window: Window | None, bar_width: int, now: float) -> Text:
+    segment = Text(f"{label} ", style="bold")
+    if window is None or window.utilization is None:
+        return segment + Text("·" * bar_width, style="grey35") + Text("   —")
+    segment += bar(window.utilization, bar_width)
+    segment.append(f" {round(window.utilization * 100):>3}%", style=utilization_style(window.utilization))
+    if window.reset is not None:
+        segment.append(f" ↻{fmt.duration(window.reset - now)}", style="dim")
+    return segment
+
+
+def time_to_empty(window: Window, pace_line: float | None, now: float) -> float | None:
+    """Seconds until the 7-day window is used up at its average rate so far, if knowable."""
+    used = window.utilization
+    if used is None or used <= 0:
+        return None
+    if used >= 1:
+        return 0.0
+    elapsed_fraction = pace_line
+    if elapsed_fraction is None and window.reset is not None:
+        elapsed_fraction = 1 - (window.reset - now) / WEEK_S
+    if elapsed_fraction is None or elapsed_fraction <= 0:
+        return None
+    rate = used / (elapsed_fraction * WEEK_S)
+    return (1 - used) / rate
+
+
+def pace_segment(account: Account, now: float, wide: bool) -> Text:
+    gap = account.pace_gap
+    if gap is None:
+        return Text("")
+    gap_text = f" {gap * 100:+.0f}pt" if wide else ""
+    if gap > PACE_BAND:
+        return Text(f"↑ behind{gap_text}", style="green")
+    if gap >= -PACE_BAND:
+        return Text(f"→ on line{gap_text}", style="dim")
+    segment = Text(f"↓ ahead{gap_text}", style="yellow")
+    week = account.windows.get("7d")
+    tte = time_to_empty(week, account.pace_line, now) if week is not None else None
+    if tte is not None:
+        before_reset = week is not None and week.reset is not None and now + tte < week.reset
+        segment.append(f" empty ~{fmt.duration(tte)}", style="bold red" if before_reset else "yellow")
+    return segment
+
+
+def account_bars(account: Account | None, now: float, width: int) -> Text:
+    if account is None:
+        return cut(Text("  (not in the proxy's account list)", style="dim"), width)
+    bar_width = 10 if width < 100 else max(10, min(24, (width - 70) // 2))
+    line = Text("  ")
+    line += window_segment("5h", account.windows.get("5h"), bar_width, now)
+    line.append("  ")
+    line += window_segment("7d", account.windows.get("7d"), bar_width, now)
+    line.append(" ")
+    line += pace_segment(account, now, wide=width >= 100)
+    return cut(line, width)
+
+
+# ── sessions ────────────────────────────────────────────────────────────────────────────
+
+
+def _label_width(width: int) -> int:
+    return max(10, min(40, (width - 36) * 2 // 5))
+
+
+def session_row(view: SessionView, width: int, now: float, prefix: str = "  ",
+                subtree_tokens: int | None = None, show_account: bool = False) -> Text:
+    line = Text(prefix, style="grey50")
+    line.append(view.emoji + " ")
+    # Deeper tree rows give their indent back from the label, so the columns stay aligned.
+    label_width = max(6, _label_width(width) - max(0, line.cell_len - 5))
+    line += cell(view.label, label_width, style="bold" if view.pin else "")
+    line.append(" ")
+    line.append("⚑" if view.needs_you else " ", style="bold magenta")
+    status = view.status
+    line += cell(f"[{status}]" if status else "", 9, style=ISSUE_STATUS_STYLE.get(status, "grey62"))
+    line += cell("live" if view.live else "idle", 5, style="green" if view.live else "grey50")
+    line.append(view.glyph + " ", style="bold cyan")
+    line += cell(fmt.tokens(view.tokens), 6, right=True)
+    line.append(" ")
+    line += cell(fmt.money(view.session.usage.cost_usd), 7, style="dim", right=True)
+    if subtree_tokens is not None:
+        line.append(f" Σ{fmt.tokens(subtree_tokens)}", style="bold")
+    line.append("  ")
+    line.append(_activity_text(view, now, show_account), style="grey62")
+    return cut(line, width)
+
+
+def _activity_text(view: SessionView, now: float, show_account: bool) -> str:
+    parts = []
+    if show_account:
+        parts.append("@" + fmt.short_account(view.session.account))
+    if view.pin is not None and view.pin.intent:
+        parts.append(view.pin.intent)
+    else:
+        if view.session.model:
+            parts.append(view.session.model.removeprefix("claude-"))
+        last = view.session.last_used or view.presence.last_turn
+        if last is not None:
+            parts.append(f"{fmt.duration(now - last)} ago")
+    return " · ".join(parts)
+
+
+# ── tree ────────────────────────────────────────────────────────────────────────────────
+
+
+def tree_header(tree: Tree, index: int, width: int) -> Text:
+    line = Text("Tree", style="bold underline")
+    line.append(f" {index}" if index else "")
+    line.append(f" · {tree.nodes} nodes · {fmt.tokens(tree.tokens)} tok · {fmt.money(tree.cost_usd)}")
+    return cut(line, width)
+
+
+def tree_node_lines(tree: Tree, fleet: Fleet, width: int, now: float) -> list[Text]:
+    lines = []
+    for connector, node in tree_lines(tree):
+        view = fleet.session(node.member.sid)
+        if view is None:
+            continue
+        lines.append(session_row(
+            view, width, now,
+            prefix=" " + connector + ("◆ " if node.is_lead else "· "),
+            subtree_tokens=node.subtree_tokens if node.is_lead else None,
+            show_account=True,
+        ))
+    return lines
+
+
+def levels_line(tree: Tree, width: int) -> Text:
+    line = Text("  Levels", style="dim")
+    for level in tree.levels:
+        line.append(f"  L{level.depth} ", style="bold")
+        line.append(f"{level.count}·{fmt.tokens(level.tokens)}")
+    return cut(line, width)
+
+
+# ── by issue ────────────────────────────────────────────────────────────────────────────
+
+
+def issues_title(count: int, shown: int, width: int) -> Text:
+    line = Text("By issue", style="bold underline")
+    line.append(f" · {count} active")
+    if shown < count:
+        line.append(f" (top {shown}; i expands)", style="dim")
+    return cut(line, width)
+
+
+def issue_row(row: IssueRow, width: int) -> Text:
+    line = Text("  ")
+    line.append(row.emojis + " ")
+    line += cell(row.title or row.issue_id, _label_width(width) + 4, style="bold")
+    line.append(" ")
+    line += cell(f"[{row.status}]" if row.status else "", 9, style=ISSUE_STATUS_STYLE.get(row.status, "grey62"))
+    line += cell(fmt.tokens(row.tokens), 6, right=True)
+    line.append(" ")
+    line += cell(fmt.money(row.cost_usd), 8, style="dim", right=True)
+    if row.title:
+        line.append(f"  {row.issue_id}", style="grey50")
+    return cut(line, width)
+
+
+# ── activity ────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class _Entry:
+    t: float
+    text: Text
+
+
+def activity_title(width: int) -> Text:
+    return cut(Text("Activity", style="bold underline"), width)
+
+
+def activity_lines(lines: tuple[ActivityLine, ...], local: tuple[LocalLine, ...], width: int) -> list[Text]:
+    """Proxy requests and the Deck's own action results, oldest first."""
+    entries = [_Entry(line.t, _request_line(line, width)) for line in lines]
+    entries += [_Entry(line.t, _local_line(line, width)) for line in local]
+    entries.sort(key=lambda entry: entry.t)
+    return [entry.text for entry in entries]
+
+
+def _request_line(line: ActivityLine, width: int) -> Text:
+    style = LEVEL_STYLE.get(line.level, "")
+    text = Text(clock(line.t) + " ", style="dim")
+    text += cell(line.method, 5, style=style)
+    text += cell(line.path, 22 if width >= 100 else 16, style=style)
+    text.append(" ")
+    text += cell(fmt.short_account(line.account), 12 if width >= 100 else 9)
+    text.append(" ")
+    text += cell(str(line.status) if line.status is not None else "—", 3, style=style or _status_style(line.status))
+    text.append(" ")
+    duration = f"{line.duration_ms / 1000:.1f}s" if line.duration_ms is not None else ""
+    text += cell(duration, 6, right=True)
+    detail = " · ".join(part for part in (line.reason, line.note) if part)
+    if detail:
+        text.append("  " + detail, style=style or "grey62")
+    return cut(text, width)
+
+
+def _status_style(status: int | None) -> str:
+    if status is None:
+        return "grey50"
+    if status >= 500 or status == 429:
+        return "red"
+    if status >= 400:
+        return "yellow"
+    return "green"
+
+
+def _local_line(line: LocalLine, width: int) -> Text:
+    text = Text(clock(line.t) + " ", style="dim")
+    text.append("deck  ", style="bold cyan")
+    text.append(line.text, style=LEVEL_STYLE.get(line.level, "cyan"))
+    return cut(text, width)
+
+
+# ── modal and footer ────────────────────────────────────────────────────────────────────
+
+_MODAL_TITLES = {
+    "switch": "Switch account (pins requests without a session)",
+    "remove": "Remove which account?",
+    "add": "Add an account",
+}
+
+
+def modal_lines(ui: Ui, width: int, room: int) -> list[Text]:
+    """The selection list or prompt of the current mode, at most `room` lines."""
+    if ui.mode == "normal" or room <= 0:
+        return []
+    if ui.mode == "confirm-remove":
+        prompt = Text(f"Remove {ui.target} from the accounts file? ", style="bold yellow")
+        return [cut(prompt + Text("y / n", style="bold"), width)]
+    if ui.mode == "api-key":
+        typed = "•" * min(len(ui.secret), 24)
+        return [cut(Text("API key (hidden): ", style="bold") + Text(typed + "▏"), width)]
+    if ui.mode == "api-name":
+        return [cut(Text("Name for this API key: ", style="bold") + Text(ui.typed + "▏"), width)]
+    lines = [cut(Text(_MODAL_TITLES.get(ui.mode, ui.mode), style="bold reverse"), width)]
+    visible = max(1, room - 1)
+    first = max(0, min(ui.cursor - visible // 2, len(ui.options) - visible))
+    for index in range(first, min(len(ui.options), first + visible)):
+        chosen = index == ui.cursor
+        text = Text((" › " if chosen else "   ") + ui.options[index], style="reverse bold" if chosen else "")
+        lines.append(cut(text, width))
+    return lines
+
+
+def footer_line(ui: Ui, width: int) -> Text:
+    if ui.mode in ("switch", "remove", "add"):
+        hint = "j/k ↑/↓ move · Enter choose · Esc cancel"
+    elif ui.mode in ("api-key", "api-name"):
+        hint = "Enter continue · Esc cancel"
+    elif ui.mode == "confirm-remove":
+        hint = "y remove · n / Esc keep"
+    else:
+        bell = "on" if ui.bell else "off"
+        issues = "collapse" if ui.issues_expanded else "expand"
+        hint = f"s switch · a add · r remove · R reload · b bell ({bell}) · i issues ({issues}) · q quit"
+    return cut(Text(hint, style="dim"), width)
