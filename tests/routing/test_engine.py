@@ -111,3 +111,47 @@ def test_window_reset_passing_makes_rejected_account_usable_again() -> None:
     assert r.select(req("s"), T0 + 10) is None
     assert r.next_change_at(T0 + 10) == pytest.approx(T0 + HOUR, abs=1)
     assert r.select(req("s"), T0 + HOUR + 1) is not None
+
+
+def test_set_accounts_hot_reload_keeps_state_by_name() -> None:
+    r = router(oauth("a"), oauth("b"))
+    prove(r, "a", T0, u7=0.3)
+    d = r.select(req("s"), T0)
+    assert d is not None
+    r.release(d.ticket, T0 + 1, Usage(input_tokens=10), 200)
+    r.set_accounts([oauth("a", priority=3), oauth("c")])
+    snap = {a["name"]: a for a in r.snapshot(T0 + 2)["accounts"]}
+    assert set(snap) == {"a", "c"}
+    assert snap["a"]["priority"] == 3 and snap["a"]["proven"]
+    assert snap["a"]["windows"]["7d"]["utilization"] == 0.3
+    assert snap["c"]["status"] == "unknown"
+
+
+def test_disabled_by_hot_reload_is_never_selected_and_session_moves() -> None:
+    r = router(oauth("a"), oauth("b"))
+    prove(r, "a", T0, u7=0.1)
+    prove(r, "b", T0, u7=0.5)
+    d = r.select(req("s"), T0)
+    assert d is not None and d.account == "a"
+    r.release(d.ticket, T0 + 1)
+    r.set_accounts([oauth("a", disabled=True), oauth("b")])
+    again = r.select(req("s"), T0 + 2)
+    assert again is not None and again.account == "b" and again.reason == "blocked"
+    assert {a["name"]: a["status"] for a in r.snapshot(T0 + 2)["accounts"]}["a"] == "disabled"
+
+
+def test_sessionless_current_is_dropped_when_its_account_is_removed() -> None:
+    r = router(oauth("a"), oauth("b"))
+    d = r.select(req(None), T0)
+    assert d is not None
+    r.set_accounts([oauth(n) for n in "ab" if n != d.account])
+    assert r.snapshot(T0)["current"] is None
+
+
+def test_bindings_idle_past_binding_evict_s_are_dropped() -> None:
+    r = router(oauth("a"))
+    d = r.select(req("s"), T0)
+    assert d is not None
+    r.release(d.ticket, T0 + 1)
+    assert len(r.snapshot(T0 + 1000)["sessions"]) == 1
+    assert r.snapshot(T0 + 1 + 1801)["sessions"] == []
