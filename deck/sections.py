@@ -348,7 +348,7 @@ def _request_line(line: ActivityLine, width: int) -> Text:
     text.append(" ")
     duration = f"{line.duration_ms / 1000:.1f}s" if line.duration_ms is not None else ""
     text += cell(duration, 6, right=True)
-    detail = " · ".join(part for part in (line.reason, line.note) if part)
+    detail = " · ".join(part for part in (line.note, line.reason) if part)
     if detail:
         text.append("  " + detail, style=style or "grey62")
     return cut(text, width)

@@ -1,0 +1,180 @@
+import json
+import time
+
+import pytest
+from rich.console import Console
+
+from deck.controller import Ui
+from deck.locallog import LocalLine
+from deck.monitor import Monitor
+from deck.presence import PresenceTracker
+from deck.sections import bar, utilization_style
+from deck.statefile import StateReader
+from deck.view import Frame, render, render_summary
+from tests.deck.claude_home import FIXTURES, NOW, build_fleet_home, copy_fixture
+
+
+def screen(frame, width, height):
+    console = Console(record=True, width=width, height=height, color_system=None, file=open("/dev/null", "w"))
+    console.print(render(frame, width, height))
+    return console.export_text()
+
+
+@pytest.fixture
+def monitor(tmp_path):
+    claude = build_fleet_home(tmp_path / "claude")
+    clock = lambda: NOW  # noqa: E731
+    return Monitor(StateReader(FIXTURES / "fleet.json"), PresenceTracker(claude, clock), clock)
+
+
+def left_column(text):
+    """The left-hand column of a two-column screen (accounts, sessions, tree)."""
+    return "\n".join(line.split(" │ ")[0] for line in text.splitlines())
+
+
+def line_with(text, needle):
+    return next(line for line in text.splitlines() if needle in line)
+
+
+def index_of(text, needle):
+    return next(i for i, line in enumerate(text.splitlines()) if needle in line)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+def test_accounts_with_bars_and_countdowns(monitor, size):
+    text = screen(monitor.frame(), *size)
+    lines = text.splitlines()
+    assert len(lines) == size[1]
+    assert all(len(line) <= size[0] for line in lines)
+    alice = line_with(text, "alice@example.com ★ ok")
+    assert "2.4M tok" in alice
+    alice_bars = lines[index_of(text, "alice@example.com ★") + 1]
+    assert "5h" in alice_bars and "31%" in alice_bars and "↻1h00m" in alice_bars
+    assert "52%" in alice_bars and "↻3d12h" in alice_bars and "↓ ahead" in alice_bars
+    assert "empty ~3d02h" in alice_bars
+    assert "benched 4m12s (5h window rejected)" in text
+    assert "↑ behind" in lines[index_of(text, "bob@example.com") + 1]
+    assert "needs login → teamclaude login" in text
+    assert "→ on line" in lines[index_of(text, "carol@example.com") + 1]
+    assert "● YELLOW  headroom 1 · live 1/4 · benched 1 · next reset 29m59s" in text
+    assert "10 agents · 8 warm · 2 needs-you · 4.2M tok · $42.51" in text
+    # Accounts by token burn.
+    assert index_of(text, "alice@") < index_of(text, "bob@") < index_of(text, "carol@") < index_of(text, "ci-key")
+
+
+def test_tree_three_levels_with_rollups(monitor):
+    text = screen(monitor.frame(), 160, 48)
+    assert "Tree · 4 nodes · 1.4M tok · $14.50" in text
+    lead = line_with(text, "Ship the deck")
+    assert lead.lstrip().startswith("◆") and "Σ1.4M" in lead and "@alice" in lead
+    assert "├─ ◆" in line_with(text, "Tree view")
+    assert "│  └─ ·" in line_with(text, "Cycle guard")
+    assert "└─ ·" in line_with(text, "Presence rules")
+    assert "Levels  L0 1·900k  L1 2·500k  L2 1·50.0k" in text
+    assert index_of(text, "Tree ·") < index_of(text, "alice@example.com ★")
+
+
+def test_cycle_and_orphans_fall_under_their_accounts(monitor):
+    text = left_column(screen(monitor.frame(), 160, 48))
+    alice, bob, carol = (index_of(text, name) for name in ("alice@example.com ★", "bob@example.com", "carol@example.com"))
+    assert alice < index_of(text, "Loop A") < bob
+    assert bob < index_of(text, "Loop B") < carol
+    assert carol < index_of(text, "Orphan task")
+    assert "solo0008" in text  # no pin: under its account, by short id
+
+
+def test_presence_hides_quiet_sessions_and_keeps_busy_ones(monitor):
+    text = screen(monitor.frame(), 160, 48)
+    assert "Hidden work" not in text and "hide0009" not in text
+    assert "⚙" in line_with(text, "tool0010")  # tool in flight, last turn 2 h old
+    assert "new00011" in text  # started 60 s ago, no transcript yet
+    assert "~" in line_with(text, "Tree view")  # a request in flight: responding
+
+
+def test_by_issue_collapses_and_expands(monitor):
+    collapsed = screen(monitor.frame(), 160, 48)
+    assert "By issue · 7 active" in collapsed
+    expanded = screen(monitor.frame(Ui(issues_expanded=True)), 160, 48)
+    assert "Orphan task" in expanded.split("By issue")[1]
+    assert "Loop B" in line_with(expanded, "ISS-11")
+    narrow = screen(monitor.frame(), 100, 40)
+    assert "(top 3; i expands)" in narrow
+
+
+def test_activity_log_and_local_lines(monitor):
+    local = (LocalLine(NOW - 1, "switched to bob@example.com"),)
+    text = screen(monitor.frame(local=local), 160, 48)
+    assert "502" in line_with(text, "upstream reset")
+    assert "429" in line_with(text, "5h window rejected ·")
+    assert line_with(text, "switched to bob@example.com").split()[1] == "deck"
+    assert index_of(text, "GET  /v1/models") < index_of(text, "switched to bob")
+
+
+def test_small_terminal_keeps_header_accounts_and_some_activity(monitor):
+    text = screen(monitor.frame(), 80, 24)
+    for name in ("alice@example.com", "bob@example.com", "carol@example.com", "ci-key"):
+        assert name in text
+    assert "Activity" in text and "GET  /v1/models" in text
+    assert "q quit" in text.splitlines()[-1] or "q q" in text.splitlines()[-1]
+
+
+def test_too_small_terminal():
+    frame = Frame(StateReader(FIXTURES / "fleet.json").poll(), None, NOW)
+    assert "terminal too small" in screen(frame, 39, 24)
+    assert "terminal too small" in screen(frame, 80, 7)
+    assert "terminal too small" not in screen(frame, 40, 8)
+
+
+def test_not_running_and_stale_messages(tmp_path, monitor):
+    missing = Frame(StateReader(tmp_path / "none.json").poll(), None, NOW)
+    text = screen(missing, 80, 24)
+    assert "proxy not running" in text and "waiting for the proxy's state file" in text
+
+    monitor.clock = lambda: NOW + 30
+    text = screen(monitor.frame(), 100, 30)
+    since = time.strftime("%H:%M:%S", time.localtime(NOW - 0.25))
+    assert f"state stale since {since} (30s)" in text
+    assert "alice@example.com" in text  # the last known view stays
+
+
+def test_selection_modal_renders_options(monitor):
+    ui = Ui(mode="switch", options=("alice@example.com", "bob@example.com"), cursor=1)
+    text = screen(monitor.frame(ui), 80, 24)
+    assert "Switch account" in text
+    assert "› bob@example.com" in text
+    assert "Enter choose" in text.splitlines()[-1]
+
+
+def test_api_key_prompt_never_shows_the_key(monitor):
+    ui = Ui(mode="api-key", secret="sk-ant-api03-SECRET")
+    text = screen(monitor.frame(ui), 80, 24)
+    assert "SECRET" not in text and "sk-ant" not in text
+    assert "•" in text
+    assert "SECRET" not in repr(ui)
+
+
+def test_config_error_is_shown(tmp_path):
+    state = json.loads((FIXTURES / "fleet.json").read_text())
+    state["proxy"]["config_error"] = "accounts.yaml line 3: unknown key 'tpye'"
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state))
+    frame = Frame(StateReader(path).poll(), None, NOW)
+    assert "config: accounts.yaml line 3: unknown key 'tpye'" in screen(frame, 100, 30)
+
+
+def test_summary_has_everything_without_padding(monitor):
+    console = Console(record=True, width=100, color_system=None, file=open("/dev/null", "w"))
+    console.print(render_summary(monitor.frame(), 100))
+    text = console.export_text()
+    assert "Levels" in text and "ci-key" in text and "GET  /v1/models" in text
+    assert text.strip().splitlines()[-1].strip() != ""
+
+
+def test_bar_colours_follow_thresholds():
+    assert [utilization_style(u) for u in (0.69, 0.7, 0.89, 0.9)] == ["green", "yellow", "yellow", "red"]
+    assert bar(0.95, 10).plain == "██████████"[:10]
+    assert bar(0.31, 10).plain == "███░░░░░░░"
+
+
+def test_copy_fixture_helper(tmp_path):
+    assert copy_fixture("fleet.json", tmp_path).read_bytes() == (FIXTURES / "fleet.json").read_bytes()
