@@ -106,7 +106,7 @@ def test_activity_log_and_local_lines(monitor):
     text = screen(monitor.frame(local=local), 160, 48)
     assert "502" in line_with(text, "upstream reset")
     assert "429" in line_with(text, "5h window rejecte")
-    assert line_with(text, "switched to bob@example.com").split()[1] == "deck"
+    assert line_with(text, "switched to bob@example.com").split(" │ ")[1].split()[1] == "deck"
     assert index_of(text, "GET  /v1/models") < index_of(text, "switched to bob")
 
 
