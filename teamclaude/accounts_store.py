@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -107,6 +107,11 @@ class AccountsDoc:
                 return existing
         self.accounts.append(account)
         return None
+
+    def free_name(self, candidates: Iterable[str]) -> str:
+        """The first of `candidates` (possibly endless) that no account uses yet."""
+        taken = {a.name for a in self.accounts}
+        return next(c for c in candidates if c not in taken)
 
     def remove(self, name: str) -> Account | None:
         account = self.get(name)

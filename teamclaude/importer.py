@@ -9,9 +9,10 @@ Code has rotated the refresh token they share.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,15 +204,17 @@ def _match(doc: AccountsDoc, identity: Identity | None, source: str, name: str |
 
 
 def _free_name(doc: AccountsDoc, identity: Identity | None) -> str:
-    taken = {a.name for a in doc.accounts}
     if identity is not None and identity.email:
-        base = identity.email
-        if base not in taken:
-            return base
-        if identity.org and f"{base} ({identity.org})" not in taken:
-            return f"{base} ({identity.org})"
-        return next(f"{base}-{n}" for n in range(2, len(taken) + 3) if f"{base}-{n}" not in taken)
-    return next(f"imported-{n}" for n in range(1, len(taken) + 2) if f"imported-{n}" not in taken)
+        return doc.free_name(email_names(identity.email, identity.org))
+    return doc.free_name(f"imported-{n}" for n in itertools.count(1))
+
+
+def email_names(email: str, org: str | None) -> Iterator[str]:
+    """Names for an account: its email, then with its organization, then numbered."""
+    yield email
+    if org:
+        yield f"{email} ({org})"
+    yield from (f"{email}-{n}" for n in itertools.count(2))
 
 
 def _text(value: Any) -> str | None:
