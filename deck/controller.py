@@ -12,11 +12,12 @@ from dataclasses import dataclass, field, replace
 ADD_IMPORT = "import from Claude Code"
 ADD_API_KEY = "API key"
 ADD_CHOICES = (ADD_IMPORT, ADD_API_KEY)
+AUTOMATIC = "(automatic: let the proxy choose)"
 
 
 @dataclass(frozen=True)
 class Switch:
-    account: str
+    account: str | None  # None: unpin, back to automatic choice
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,9 @@ def _normal(ui: Ui, key: str, accounts: Sequence[str], current: str) -> tuple[Ui
     if key in ("s", "r"):
         if not accounts:
             return ui, Notice("no accounts to choose from")
-        cursor = list(accounts).index(current) if current in accounts else 0
-        return replace(ui, mode="switch" if key == "s" else "remove", options=tuple(accounts), cursor=cursor), None
+        options = tuple(accounts) + ((AUTOMATIC,) if key == "s" else ())
+        cursor = options.index(current) if current in options else 0
+        return replace(ui, mode="switch" if key == "s" else "remove", options=options, cursor=cursor), None
     if key == "a":
         return replace(ui, mode="add", options=ADD_CHOICES, cursor=0), None
     return ui, None
@@ -123,7 +125,7 @@ def _select(ui: Ui, key: str) -> tuple[Ui, Effect | None]:
         return ui, None
     choice = ui.options[ui.cursor]
     if ui.mode == "switch":
-        return _back_to_normal(ui), Switch(choice)
+        return _back_to_normal(ui), Switch(None if choice == AUTOMATIC else choice)
     if ui.mode == "remove":
         return replace(ui, mode="confirm-remove", target=choice, options=()), None
     if choice == ADD_IMPORT:

@@ -234,9 +234,13 @@ class PresenceTracker:
             return None
         now = self._clock()
         cached = self._paths.get(sid)
-        if cached is not None and (cached[1] is not None or now - cached[0] < CACHE_S):
-            if cached[1] is None or cached[1].exists():
-                return cached[1]
+        if cached is not None:
+            checked_at, known = cached
+            if now - checked_at < CACHE_S:
+                return known
+            if known is not None and known.exists():
+                self._paths[sid] = (now, known)
+                return known
         found = next(iter(sorted((self.root / "projects").glob(f"*/{sid}.jsonl"))), None)
         self._paths[sid] = (now, found)
         return found
