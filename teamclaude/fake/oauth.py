@@ -1,5 +1,6 @@
-"""Token bookkeeping of the fake upstream: access tokens with expiry, single-use refresh
-tokens, and authorization codes bound to a PKCE S256 challenge (SPEC §7.3)."""
+"""OAuth of the fake upstream: access tokens with expiry, single-use refresh tokens,
+authorization codes bound to a PKCE S256 challenge (SPEC §7.3), and the bodies of the token,
+profile and usage answers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
+
+from teamclaude.fake.accounts import CLAIMS, FakeAccount, WindowState, rfc3339
 
 CLIENT_ID = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
 SCOPE = "user:inference user:profile user:sessions:claude_code user:mcp_servers user:file_upload"
@@ -120,3 +124,57 @@ class TokenStore:
         if not hmac.compare_digest(pkce_challenge(verifier), pending.code_challenge):
             return None
         return pending.account
+
+
+# ---------------------------------------------------------------------- answer bodies
+
+_RATE_LIMIT_TIERS = {"max": "default_claude_max_20x", "pro": "default_claude_pro", "team": "default_claude_team"}
+
+
+def token_answer(acct: FakeAccount, tokens: Tokens, ttl_s: float) -> dict[str, Any]:
+    """The token endpoint's success body (refresh and authorization-code grants alike)."""
+    answer: dict[str, Any] = {
+        "token_type": "Bearer",
+        "access_token": tokens.access_token,
+        "expires_in": int(ttl_s),
+        "scope": SCOPE,
+        "organization": {"uuid": acct.org_uuid, "name": acct.org},
+        "account": {"uuid": acct.uuid, "email_address": acct.email},
+    }
+    if tokens.refresh_token is not None:
+        answer["refresh_token"] = tokens.refresh_token
+    return answer
+
+
+def profile_answer(acct: FakeAccount) -> dict[str, Any]:
+    """`GET /api/oauth/profile`, shaped like the real one."""
+    local = (acct.email or acct.name).split("@")[0]
+    return {
+        "account": {
+            "uuid": acct.uuid,
+            "email": acct.email,
+            "full_name": local.title(),
+            "display_name": local,
+            "has_claude_max": acct.plan == "max",
+            "has_claude_pro": acct.plan == "pro",
+        },
+        "organization": {
+            "uuid": acct.org_uuid,
+            "name": acct.org,
+            "organization_type": f"claude_{acct.plan}",
+            "billing_type": "stripe_subscription",
+            "rate_limit_tier": _RATE_LIMIT_TIERS.get(acct.plan, f"default_claude_{acct.plan}"),
+        },
+    }
+
+
+def usage_answer(states: list[WindowState]) -> dict[str, Any]:
+    """`GET /api/oauth/usage`: the same windows in percent (0..100) with ISO reset times."""
+    usage: dict[str, Any] = {claim: None for claim in CLAIMS.values()}
+    for state in states:
+        usage[CLAIMS[state.name]] = {
+            "utilization": round(state.utilization * 100, 2),
+            "resets_at": rfc3339(state.reset),
+        }
+    usage["extra_usage"] = {"is_enabled": False, "monthly_limit": None, "used_credits": None, "utilization": None}
+    return usage
