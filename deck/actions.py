@@ -130,17 +130,20 @@ def remove(target: Target, name: str) -> str:
 
 
 def add_api_key(target: Target, name: str, api_key: str) -> str:
-    account_type = _accounts().Account
-
-    def add(doc: Any) -> bool:
-        existing = doc.get(name)
-        if existing is not None and existing.type != "apikey":
-            raise ActionError(f"the name {name} is used by a {existing.type} account: choose another")
-        doc.upsert(account_type(name=name, type="apikey", api_key=api_key))
-        return existing is None
-
-    created = _update(target, add)
-    return f"{'added' if created else 'updated'} API key account {name}; the proxy picks it up by itself"
+    """Store an API key account with the CLI's own `login --api` code (an empty name: automatic)."""
+    module = _accounts()
+    try:
+        from teamclaude.login import LoginError, login_api_key
+    except ImportError:
+        raise ActionError("not available: this install has no login module (teamclaude.login)") from None
+    if target.accounts_file is None:
+        raise ActionError("no accounts file known: start the proxy, or set accounts_file in the settings")
+    try:
+        result = login_api_key(module.AccountsStore(target.accounts_file), key=api_key, name=name or None)
+    except (LoginError, module.AccountsError) as exc:
+        raise ActionError(str(exc)) from None
+    verb = "added" if result.created else "updated"
+    return f"{verb} API key account {result.account.name}; the proxy picks it up by itself"
 
 
 def import_from_claude_code(target: Target) -> str:

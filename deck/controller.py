@@ -37,7 +37,7 @@ class ImportAccount:
 
 @dataclass(frozen=True)
 class AddApiKey:
-    name: str
+    name: str  # empty: the store picks a free name
     api_key: str = field(repr=False)
 
 
@@ -143,10 +143,7 @@ def _type_key(ui: Ui, key: str) -> tuple[Ui, Effect | None]:
 
 def _type_name(ui: Ui, key: str) -> tuple[Ui, Effect | None]:
     if key == "enter":
-        name = ui.typed.strip()
-        if not name:
-            return ui, None
-        return _back_to_normal(ui), AddApiKey(name, ui.secret.strip())
+        return _back_to_normal(ui), AddApiKey(ui.typed.strip(), ui.secret.strip())
     return replace(ui, typed=_edit(ui.typed, key)), None
 
 

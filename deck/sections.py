@@ -391,7 +391,8 @@ def modal_lines(ui: Ui, width: int, room: int) -> list[Text]:
         typed = "•" * min(len(ui.secret), 24)
         return [cut(Text("API key (hidden): ", style="bold") + Text(typed + "▏"), width)]
     if ui.mode == "api-name":
-        return [cut(Text("Name for this API key: ", style="bold") + Text(ui.typed + "▏"), width)]
+        prompt = Text("Name for this API key (empty: automatic): ", style="bold")
+        return [cut(prompt + Text(ui.typed + "▏"), width)]
     lines = [cut(Text(_MODAL_TITLES.get(ui.mode, ui.mode), style="bold reverse"), width)]
     visible = max(1, room - 1)
     first = max(0, min(ui.cursor - visible // 2, len(ui.options) - visible))

@@ -5,7 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from deck.actions import ActionError, ActionRunner, Target, add_api_key, perform, remove
-from deck.controller import AddApiKey, Notice, Reload, Remove, Switch
+from deck.controller import AddApiKey, ImportAccount, Notice, Reload, Remove, Switch
 from deck.locallog import LocalLog
 from teamclaude.accounts_store import Account, AccountsStore
 
@@ -107,8 +107,11 @@ def test_add_and_remove_through_the_store(accounts):
     doc = AccountsStore(path).read()
     assert doc.get("ci").api_key == "sk-ant-api03-NEWKEY" and doc.proxy_key == key
     assert path.stat().st_mode & 0o777 == 0o600
-    with pytest.raises(ActionError, match="used by a oauth account"):
+    with pytest.raises(ActionError, match="'alice' is an OAuth account"):
         add_api_key(target, "alice", "sk-ant-api03-OTHER")
+    with pytest.raises(ActionError, match="does not look like an Anthropic API key"):
+        add_api_key(target, "bad", "hello")
+    assert "added API key account api-key-1" in add_api_key(target, "", "sk-ant-api03-AUTO")
     assert "removed ci" in remove(target, "ci")
     assert AccountsStore(path).read().get("ci") is None
     with pytest.raises(ActionError, match="no account named ci"):
@@ -128,3 +131,21 @@ def test_runner_logs_outcomes_off_thread(accounts):
     assert any(text.startswith("add k: added API key account k") for text in texts)
     assert all("HIDDEN" not in text for text in texts)
     assert [line.level for line in log.lines() if "failed" in line.text] == ["error"]
+
+
+def test_import_from_claude_code_uses_the_importer(accounts, tmp_path, monkeypatch):
+    claude = tmp_path / "claude"
+    claude.mkdir()
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(claude))
+    monkeypatch.setenv("TEAMCLAUDE_CONFIG", str(tmp_path / "no-config.yaml"))
+    target = Target("", accounts[0])
+    with pytest.raises(ActionError, match="import failed: .*does not exist"):
+        perform(ImportAccount(), target)
+    # Only a refresh token: the importer asks no profile endpoint, Claude Code's file says who it is.
+    (claude / ".credentials.json").write_text(json.dumps({"claudeAiOauth": {"refreshToken": "sk-ant-ort01-R", "subscriptionType": "max"}}))
+    (claude / ".claude.json").write_text(json.dumps({"oauthAccount": {"accountUuid": "u-1", "emailAddress": "dora@example.com"}}))
+    message = perform(ImportAccount(), target)
+    assert message.startswith("imported ") and "from Claude Code" in message
+    imported = [a for a in AccountsStore(accounts[0]).read().accounts if a.email == "dora@example.com"]
+    assert len(imported) == 1 and imported[0].refresh_token == "sk-ant-ort01-R"
+    assert "sk-ant" not in message

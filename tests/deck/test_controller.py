@@ -80,3 +80,8 @@ def test_toggles_reload_and_quit():
 def test_no_accounts_gives_a_notice():
     ui, effect = handle_key(Ui(), "s", [], "")
     assert ui.mode == "normal" and effect == Notice("no accounts to choose from")
+
+
+def test_empty_api_key_name_lets_the_store_choose():
+    ui, effects = press(Ui(mode="api-key"), *"sk-ant-api03-K", "enter", "enter")
+    assert effects == [AddApiKey("", "sk-ant-api03-K")] and ui.mode == "normal"
