@@ -1,4 +1,4 @@
-"""teamclaude as a mitmproxy addon: `mitmdump -s teamclaude_addon.py`.
+"""The mitmproxy addon class (loaded by `mitmdump -s teamclaude_addon.py`).
 
 Thin glue: turns flows into calls on `teamclaude.service.Service` and the routing engine,
 and engine answers into flow edits. With no `--mode` given it runs mitmproxy as a reverse
@@ -22,7 +22,7 @@ from routing.ratelimits import parse_ratelimit_headers
 from routing.request_info import read_request
 from routing.types import Decision, RequestInfo
 from teamclaude import endpoints, errors, gate, rewrite
-from teamclaude.credentials import NeedsLogin
+from teamclaude.credentials import NeedsLogin, UnknownAccount
 from teamclaude.service import ConfigError, Service, load_config
 from teamclaude.usage_tap import UsageTap, usage_from_json_body
 
@@ -121,6 +121,11 @@ class TeamClaude:
                 if self.service is not None and self.service.mode == "reverse":
                     self.service.listen = f"http://{host}:{port}"
                     self.service.changed()
+                if self.service is not None:
+                    logger.info(
+                        "teamclaude: serving %s with %d accounts (%s)", self.service.listen,
+                        len(self.service.accounts.accounts), self.service.settings.path,
+                    )
                 return
             await asyncio.sleep(0.05)
 
@@ -186,7 +191,15 @@ class TeamClaude:
             flow.response = _error_response(401, "authentication_error", errors.missing_key_message())
             return
         info = read_request(path, req.headers, req.raw_content if "content-encoding" not in req.headers else req.get_content(strict=False))
-        await self._route(flow, info)
+        try:
+            await self._route(flow, info)
+        except Exception:
+            # Never let a request go upstream half-rewritten (it could carry the proxy key).
+            logger.exception("teamclaude: internal error while routing %s", path)
+            attempt = self._attempts.pop(flow.id, None)
+            if attempt is not None:
+                service.router.release(attempt.decision.ticket, service.clock())
+            flow.response = _error_response(500, "api_error", "teamclaude: internal error while routing; see the proxy log")
 
     async def _answer_local(self, flow: http.HTTPFlow, path: str) -> None:
         service = self.service
@@ -213,10 +226,11 @@ class TeamClaude:
             self._attempts[flow.id] = attempt
             try:
                 account = await service.credentials.fresh(decision.account)
-            except NeedsLogin as exc:
+            except (NeedsLogin, UnknownAccount) as exc:
                 self._attempts.pop(flow.id, None)
                 service.router.release(decision.ticket, service.clock())
-                service.router.mark_needs_login(decision.account, True)
+                if isinstance(exc, NeedsLogin):
+                    service.router.mark_needs_login(decision.account, True)
                 logger.warning("teamclaude: %s", exc)
                 tried.add(decision.account)
                 continue
@@ -331,5 +345,3 @@ class TeamClaude:
         )
         service.changed()
 
-
-addons = [TeamClaude()]

@@ -16,7 +16,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-_LISTENING = re.compile(r"listening at \[?([0-9a-fA-F.:*]+?)\]?:(\d+)\.")
+# Logged by the addon once mitmproxy listens (so a script that failed to load never matches).
+_SERVING = re.compile(r"teamclaude: serving http://\[?([0-9a-fA-F.:]+?)\]?:(\d+) ")
 
 
 def addon_path() -> Path:
@@ -82,10 +83,10 @@ class ProxyProcess:
             if self.echo:
                 sys.stdout.write(line)
                 sys.stdout.flush()
-            match = _LISTENING.search(line)
+            match = _SERVING.search(line)
             if match and self.port is None:
                 host = match.group(1)
-                self.host = "127.0.0.1" if host in ("*", "0.0.0.0", "::") else host
+                self.host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
                 self.port = int(match.group(2))
                 self._listening.set()
         self._ended.set()

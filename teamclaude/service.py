@@ -77,6 +77,7 @@ class Service:
             default_prices(),
         )
         self.credentials = CredentialManager(self.store, self.settings)
+        self.credentials.reload(self.accounts)
         self.activity = ActivityLog()
         self.mode = mode
         self.listen: str = self.settings.listen_url

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from teamclaude.fakeupstream import FakeAccount, FakeUpstream
+from teamclaude.fakeupstream import FakeAccount
 from teamclaude.proxyproc import ProxyProcess
 
 PROXY_KEY = "tc-test-proxy-key-0123456789abcdefghij"
@@ -107,4 +107,3 @@ def message_body(stream: bool = False, model: str = "claude-sonnet-4-5", **extra
             "messages": [{"role": "user", "content": "hello"}], **extra}
 
 
-__all__ = ["FakeUpstream", "ProxyProcess"]

@@ -155,7 +155,7 @@ def test_pass_through_paths_keep_the_clients_identity(tmp_path, fake):
     with start_proxy(cfg) as proxy:
         status, _, body = call(proxy.url, "POST", "/v1/oauth/token",
                                {"grant_type": "refresh_token", "refresh_token": "client-own-refresh",
-                                "client_id": "x"}, key=None)
+                                "client_id": "9d1c250a-e61b-44d9-88ed-5944d1962f5e"}, key=None)
     assert status == 400 and json.loads(body)["error"] == "invalid_grant"
     forwarded = [r for r in fake.requests if r.path == "/v1/oauth/token"][-1]
     assert b"client-own-refresh" in forwarded.body
