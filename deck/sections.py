@@ -246,6 +246,9 @@ def _activity_text(view: SessionView, now: float, show_account: bool) -> str:
     parts = []
     if show_account:
         parts.append("@" + fmt.short_account(view.session.account))
+    trouble = view.last_activity
+    if trouble is not None and trouble.level in LEVEL_STYLE:
+        parts.append(f"last {trouble.status or '—'} {trouble.note or trouble.reason}".rstrip())
     if view.pin is not None and view.pin.intent:
         parts.append(view.pin.intent)
     else:

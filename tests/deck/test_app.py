@@ -88,3 +88,32 @@ def test_connect_url():
     assert connect_url("127.0.0.1:9000") == "http://127.0.0.1:9000"
     assert connect_url("http://[::]:3456") == "http://127.0.0.1:3456"
     assert connect_url("") == ""
+
+
+class CountingBell:
+    rings = 0
+
+    def bell(self):
+        self.rings += 1
+
+
+def test_bell_rings_only_when_enabled_and_needs_you_changes(tmp_path):
+    from deck.app import _ring_on_change
+    from deck.controller import Ui
+    from deck.fleet import Fleet
+    from deck.statefile import Snapshot
+    from deck.tree import Forest
+    from deck.view import Frame
+
+    def frame(needs):
+        fleet = Fleet((), Forest((), frozenset()), (), (), 0, needs)
+        return Frame(Snapshot(tmp_path, None, None), fleet, 0.0)
+
+    console = CountingBell()
+    seen = _ring_on_change(console, frame(1), Ui(bell=True), None)  # first frame: no ring
+    seen = _ring_on_change(console, frame(1), Ui(bell=True), seen)
+    assert console.rings == 0
+    seen = _ring_on_change(console, frame(2), Ui(bell=True), seen)
+    assert console.rings == 1
+    _ring_on_change(console, frame(3), Ui(bell=False), seen)
+    assert console.rings == 1

@@ -178,3 +178,8 @@ def test_bar_colours_follow_thresholds():
 
 def test_copy_fixture_helper(tmp_path):
     assert copy_fixture("fleet.json", tmp_path).read_bytes() == (FIXTURES / "fleet.json").read_bytes()
+
+
+def test_session_row_shows_its_last_failed_request(monitor):
+    text = screen(monitor.frame(), 160, 48)
+    assert "last 502 upstream reset" in line_with(text, "Presence rules")
