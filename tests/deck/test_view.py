@@ -181,5 +181,5 @@ def test_copy_fixture_helper(tmp_path):
 
 
 def test_session_row_shows_its_last_failed_request(monitor):
-    text = screen(monitor.frame(), 160, 48)
+    text = screen(monitor.frame(), 100, 30)
     assert "last 502 upstream reset" in line_with(text, "Presence rules")
