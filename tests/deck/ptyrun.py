@@ -11,13 +11,19 @@ import termios
 import time
 
 
+def _take_controlling_terminal() -> None:
+    """In the child, after setsid: make the pty (its stdin) the controlling terminal, so
+    Ctrl-C typed into it raises SIGINT as in a real terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 class PtyProcess:
     def __init__(self, argv: list[str], env: dict[str, str], columns: int, rows: int, cwd: str | None = None) -> None:
         self.master, self.slave = os.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
         self.process = subprocess.Popen(
             argv, stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env, cwd=cwd,
-            start_new_session=True, close_fds=True,
+            start_new_session=True, close_fds=True, preexec_fn=_take_controlling_terminal,
         )
         self.output = b""
 

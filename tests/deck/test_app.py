@@ -56,6 +56,14 @@ def test_switch_selection_reports_the_outcome_in_the_activity_log(deck):
     assert deck.wait() == 0
 
 
+def test_ctrl_c_quits_cleanly(deck):
+    assert deck.read_until(b"carol@example.com")
+    deck.send(b"\x03")
+    assert deck.wait() == 0
+    assert deck.echo_enabled()
+    assert b"Traceback" not in deck.output
+
+
 def test_sigterm_restores_the_terminal(deck):
     assert deck.read_until(b"carol@example.com")
     deck.process.send_signal(signal.SIGTERM)
