@@ -182,15 +182,17 @@ def login_oauth(
     *,
     name: str | None = None,
     timeout_s: float = LOGIN_TIMEOUT_S,
-    open_browser: Callable[[str], bool] = open_in_browser,
+    open_browser: Callable[[str], bool] | None = None,
     read_line: Callable[[], str] | None = None,
     out: Callable[[str], None] = print,
 ) -> LoginResult:
     """Sign in with OAuth and store the account (matched by its UUID, then by name).
 
-    `read_line` reads a pasted code (None: no paste prompt). Everything the person must
-    see goes through `out`; no token is ever printed.
+    `open_browser` defaults to the system browser when there is one. `read_line` reads a
+    pasted code (None: no paste prompt). Everything the person must see goes through
+    `out`; no token is ever printed.
     """
+    open_browser = open_browser or open_in_browser
     pkce = new_pkce()
     loopback_state, paste_state = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     answers: queue.Queue[_Code | LoginError] = queue.Queue()

@@ -1,0 +1,138 @@
+"""CLI commands that manage the accounts file: login, import, accounts, remove."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from teamclaude.accounts_store import Account, AccountsStore, merge_duplicates
+from teamclaude.cli_common import relative
+from teamclaude.credentials import UnknownAccount
+from teamclaude.importer import import_account
+from teamclaude.login import login_api_key, login_oauth
+from teamclaude.paths import display_path
+from teamclaude.settings import Settings, load_settings
+from teamclaude.statefile import read_state
+
+NO_ACCOUNTS = (
+    "No accounts yet. Add one with 'teamclaude login' (browser sign-in), "
+    "'teamclaude import' (the account Claude Code uses) or 'teamclaude login --api' (an API key)."
+)
+PICKED_UP = "A running proxy picks the change up within seconds."
+
+
+def _store(settings: Settings) -> AccountsStore:
+    return AccountsStore(settings.accounts_file)
+
+
+def cmd_login(args: argparse.Namespace, out: Console) -> int:
+    settings = load_settings(create=True)
+    store = _store(settings)
+    if args.api:
+        key = getpass.getpass("Anthropic API key (input hidden): ")
+        result = login_api_key(store, key=key, name=args.name)
+        verb = "Added" if result.created else "Updated"
+        out.print(f"{verb} API-key account '{result.account.name}'. {PICKED_UP}")
+        return 0
+    read_line = (lambda: input("code> ")) if sys.stdin.isatty() else None
+    result = login_oauth(store, settings, name=args.name, read_line=read_line, out=lambda line: out.print(line, highlight=False))
+    account = result.account
+    who = account.email or "the account"
+    plan = f" ({account.plan})" if account.plan else ""
+    verb = "added as" if result.created else "updated:"
+    out.print(f"Signed in as {who}{plan}; {verb} '{account.name}'. {PICKED_UP}")
+    for message in result.messages:
+        out.print(message)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, out: Console) -> int:
+    settings = load_settings(create=True)
+    source = Path(args.source).expanduser() if args.source else None
+    result = import_account(_store(settings), settings, source=source, name=args.name)
+    account = result.account
+    plan = f" ({account.plan})" if account.plan else ""
+    verb = "Imported" if result.created else "Updated"
+    out.print(f"{verb} '{account.name}'{plan} from {display_path(Path(account.source or ''))}. {PICKED_UP}")
+    if not result.identified and not args.name:
+        out.print("Could not look up which account this is (no profile answer); "
+                  "give it a clear name with 'teamclaude import --name NAME'.")
+    for message in result.messages:
+        out.print(message)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, out: Console) -> int:
+    settings = load_settings()
+    store = _store(settings)
+    removed = store.update(lambda doc: doc.remove(args.name))
+    if removed is None:
+        raise UnknownAccount(args.name)
+    out.print(f"Removed '{removed.name}'. {PICKED_UP}")
+    return 0
+
+
+def cmd_accounts(args: argparse.Namespace, out: Console) -> int:
+    settings = load_settings()
+    store = _store(settings)
+    merged = store.update(merge_duplicates) if store.path.exists() else []
+    doc = store.read()
+    if not doc.accounts:
+        out.print(NO_ACCOUNTS)
+        return 0
+    live = _live_account_states(settings)
+    now = time.time()
+    table = Table(title=f"accounts in {display_path(store.path)}", title_justify="left")
+    for column in ("name", "type", "plan", "email"):
+        table.add_column(column)
+    if args.verbose:
+        table.add_column("token expires")
+        table.add_column("org")
+        table.add_column("id")
+        table.add_column("source")
+    table.add_column("status")
+    for account in doc.accounts:
+        row = [account.name, account.type, account.plan or "", account.email or ""]
+        if args.verbose:
+            row += [
+                relative(account.expires_at / 1000, now) if account.expires_at else "",
+                account.org or "",
+                (account.id or "")[:8],
+                display_path(Path(account.source)) if account.source else "",
+            ]
+        row.append(account_status(account, live.get(account.name), now))
+        table.add_row(*row)
+    out.print(table)
+    for message in merged:
+        out.print(message)
+    return 0
+
+
+def account_status(account: Account, live: dict[str, Any] | None, now: float) -> str:
+    """What `teamclaude accounts` says about an account (the proxy's view when it runs)."""
+    if account.disabled:
+        return "[dim]disabled[/]"
+    if live is not None and (live.get("needs_login") or live.get("status") == "needs-login"):
+        return "[red]needs login[/] (teamclaude login)"
+    if account.type == "oauth" and not account.refresh_token and account.expires_at and account.expires_at / 1000 < now:
+        return "[red]needs login[/] (token expired, no refresh token)"
+    if live is not None and live.get("status") == "benched":
+        until = live.get("bench_until")
+        return f"[yellow]benched[/] {relative(until, now) if until else ''}".rstrip()
+    return "[green]ok[/]"
+
+
+def _live_account_states(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Per-account state from the proxy's state file (empty when no proxy wrote one)."""
+    state = read_state(settings.state_file) or {}
+    accounts = state.get("accounts")
+    if not isinstance(accounts, list):
+        return {}
+    return {a["name"]: a for a in accounts if isinstance(a, dict) and isinstance(a.get("name"), str)}
