@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
@@ -130,32 +131,30 @@ def _interactive(monitor: Monitor, notes: tuple[str, ...], stop: threading.Event
     console = Console()
     log = LocalLog()
     runner = ActionRunner(log)
-    keyboard = KeyboardInput(sys.stdin.fileno()) if sys.stdin.isatty() else None
     ui = Ui()
     needs_you: int | None = None
-    try:
-        if keyboard is not None:
-            keyboard.__enter__()
-        with Live(console=console, screen=True, auto_refresh=False, redirect_stdout=False,
-                  redirect_stderr=False) as live:
+    with ExitStack() as stack:  # unwinds Live (leave the alternate screen) before the keyboard
+        keyboard = stack.enter_context(KeyboardInput(sys.stdin.fileno())) if sys.stdin.isatty() else None
+        live = stack.enter_context(
+            Live(console=console, screen=True, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
+        )
+        frame = monitor.frame(ui, log.lines(), notes)
+        while not ui.quit and not stop.is_set():
+            live.update(render(frame, console.size.width, console.size.height), refresh=True)
+            if keyboard is None:
+                stop.wait(FRAME_S)
+                data = b""
+            else:
+                data = keyboard.read(FRAME_S)
+            state = frame.snapshot.state
+            names = [account.name for account in state.accounts] if state else []
+            current = (state.pinned or state.current) if state else ""
+            for key in parse_keys(data):
+                ui, effect = handle_key(ui, key, names, current)
+                if effect is not None:
+                    runner.submit(effect, action_target(state))
             frame = monitor.frame(ui, log.lines(), notes)
-            while not ui.quit and not stop.is_set():
-                live.update(render(frame, console.size.width, console.size.height), refresh=True)
-                data = keyboard.read(FRAME_S) if keyboard is not None else b""
-                if keyboard is None:
-                    stop.wait(FRAME_S)
-                state = frame.snapshot.state
-                names = [account.name for account in state.accounts] if state else []
-                current = (state.pinned or state.current) if state else ""
-                for key in parse_keys(data):
-                    ui, effect = handle_key(ui, key, names, current)
-                    if effect is not None:
-                        runner.submit(effect, action_target(state))
-                frame = monitor.frame(ui, log.lines(), notes)
-                needs_you = _ring_on_change(console, frame, ui, needs_you)
-    finally:
-        if keyboard is not None:
-            keyboard.restore()
+            needs_you = _ring_on_change(console, frame, ui, needs_you)
 
 
 def _ring_on_change(console: Console, frame: Frame, ui: Ui, before: int | None) -> int | None:

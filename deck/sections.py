@@ -133,10 +133,10 @@ def account_header(group: AccountGroup, state: State, now: float, width: int, hi
         if kind:
             line.append(f" {kind}", style="dim")
     line.append(f"  {group.agents} agents · {group.live} live")
+    if hidden:
+        line.append(f" (+{hidden} not shown)", style="dim")
     if account is not None:
         line.append(f" · {fmt.tokens(account.usage.tokens)} tok · {fmt.money(account.usage.cost_usd)}")
-    if hidden:
-        line.append(f"  (+{hidden} more)", style="dim")
     return cut(line, width)
 
 
