@@ -202,7 +202,8 @@ def login_oauth(
         loopback_state: f"http://localhost:{server.server_address[1]}{CALLBACK_PATH}",
         paste_state: urljoin(settings.oauth_token_url, MANUAL_CALLBACK_PATH),
     }
-    threading.Thread(target=server.serve_forever, name="teamclaude-login-callback", daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), name="teamclaude-login-callback",
+                     daemon=True).start()
     try:
         loopback_url = authorize_url(settings, redirect_uri=redirects[loopback_state],
                                      challenge=pkce.challenge, state=loopback_state)

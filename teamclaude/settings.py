@@ -184,7 +184,7 @@ def _check_cross_keys(values: dict[str, Any], lines: dict[str, int], where: str)
 
 
 def _construct(node: yaml.Node) -> Any:
-    return yaml.SafeLoader("").construct_document(node)
+    return yaml.constructor.SafeConstructor().construct_document(node)
 
 
 def _yaml_error_text(exc: yaml.YAMLError) -> str:
