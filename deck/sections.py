@@ -128,21 +128,21 @@ def account_header(group: AccountGroup, state: State, now: float, width: int, hi
     if group.name == state.current:
         line.append(" ★", style="yellow")
     if account is not None:
-        line.append(" " + _status_chip(account, status, now), style=style)
+        line.append(" " + _status_chip(account, status, now, wide=width >= 100), style=style)
         kind = account.plan or account.kind
         if kind:
             line.append(f" {kind}", style="dim")
     line.append(f"  {group.agents} agents · {group.live} live")
     if hidden:
-        line.append(f" (+{hidden} not shown)", style="dim")
+        line.append(f" +{hidden} more", style="dim")
     if account is not None:
         line.append(f" · {fmt.tokens(account.usage.tokens)} tok · {fmt.money(account.usage.cost_usd)}")
     return cut(line, width)
 
 
-def _status_chip(account: Account, status: str, now: float) -> str:
+def _status_chip(account: Account, status: str, now: float, wide: bool) -> str:
     if status == "needs-login":
-        return "needs login → teamclaude login"
+        return "needs login → teamclaude login" if wide else "needs login"
     if account.bench_until is not None and account.bench_until > now:
         reason = f" ({account.bench_reason})" if account.bench_reason else ""
         return f"benched {fmt.duration(account.bench_until - now)}{reason}"

@@ -54,7 +54,7 @@ def test_accounts_with_bars_and_countdowns(monitor, size):
     assert "empty ~3d02h" in alice_bars
     assert "benched 4m12s (5h window rejected)" in text
     assert "↑ behind" in lines[index_of(text, "bob@example.com") + 1]
-    assert "needs login → teamclaude login" in text
+    assert "carol@example.com needs login" in text
     assert "→ on line" in lines[index_of(text, "carol@example.com") + 1]
     assert "● YELLOW  headroom 1 · live 1/4 · benched 1 · next reset 29m59s" in text
     assert "10 agents · 8 warm · 2 needs-you · 4.2M tok · $42.51" in text
@@ -181,6 +181,10 @@ def test_session_row_shows_its_last_failed_request(monitor):
     assert "last 502 upstream reset" in line_with(text, "Presence rules")
 
 
+def test_needs_login_says_what_to_do_when_there_is_room(monitor):
+    assert "needs login → teamclaude login" in screen(monitor.frame(), 100, 30)
+
+
 def test_rows_that_do_not_fit_are_counted_on_their_account(monitor):
     text = screen(monitor.frame(), 80, 24)
-    assert "(+1 not shown)" in line_with(text, "carol@example.com")
+    assert "2 agents · 2 live +1 more" in line_with(text, "carol@example.com needs login")
