@@ -83,18 +83,32 @@ def choose(
     candidates: Sequence[Candidate], config: RoutingConfig, bound: Candidate | None = None
 ) -> Choice:
     """Step 2 of §5: narrow by the 5h rail, then the in-flight cap, then the session cap,
-    never to nothing; take the best score, ties within `pace_tie_band` broken by priority,
-    fewest warm sessions, fewest in flight, then name.
+    then away from accounts far over their line, never to nothing; take the best score,
+    ties within `pace_tie_band` broken by priority, fewest warm sessions, fewest in
+    flight, then name.
 
     `bound` is the account a warm session is bound to but which failed the keep test. If
     it survives every narrowing step (every other account shares its problem), moving the
-    session would break its cache for nothing, so it stays; a far-over-line account stays
-    only when every remaining account is far over its line too.
+    session would break its cache for nothing, so it stays.
     """
     if not candidates:
         raise ValueError("choose() needs at least one candidate")
     stage = list(candidates)
     stage = _narrow(stage, [c for c in stage if c.under_rail])
+    if bound is not None and keep_failure(bound) == BLOCKED:
+        # A warm session whose account is at its in-flight cap moves only to an account
+        # that can take a steady session: a free slot not already claimed by that
+        # account's own warm sessions. Moving to a slot freed for a moment would only
+        # start a ping-pong of cache-breaking rebinds; if no account can take it, every
+        # account is full and the session stays where its cache is.
+        movers = [
+            c
+            for c in stage
+            if c.name != bound.name and max(c.inflight, c.warm_sessions) < c.inflight_cap
+        ]
+        if not movers:
+            return Choice(bound, kept=True, why="every account is at its in-flight cap")
+        stage = movers
     stage = _narrow(stage, [c for c in stage if c.has_room])
     stage = _narrow(
         stage,
@@ -105,12 +119,13 @@ def choose(
             < config.max_sessions_per_account
         ],
     )
+    # What step 2 picks must pass step 1 on the next request, or the session is moved
+    # again at once: so avoid accounts far over their line too (never to nothing).
+    stage = _narrow(stage, [c for c in stage if not c.far_over_line])
     if bound is not None:
         survivor = next((c for c in stage if c.name == bound.name), None)
-        if survivor is not None and (
-            not survivor.far_over_line or all(c.far_over_line for c in stage)
-        ):
-            return Choice(survivor, kept=True, why=_kept_why(survivor, stage))
+        if survivor is not None:
+            return Choice(survivor, kept=True, why=_kept_why(survivor))
     best = max(c.rank_score for c in stage)
     if math.isinf(best):
         tied = [c for c in stage if math.isinf(c.rank_score)]
@@ -120,7 +135,7 @@ def choose(
     return Choice(winner, kept=False, why=_winner_why(winner, len(tied)))
 
 
-def _kept_why(candidate: Candidate, stage: list[Candidate]) -> str:
+def _kept_why(candidate: Candidate) -> str:
     if not candidate.under_rail:
         return "every account is over its 5h soft ceiling"
     if not candidate.has_room:
