@@ -231,23 +231,30 @@ def test_issued_tokens_expire_after_ttl() -> None:
 # ------------------------------------------------------------------ streaming
 
 
+def recv_some(sock: socket.socket) -> bytes:
+    data = sock.recv(65536)
+    if not data:
+        raise EOFError("connection closed cleanly")
+    return data
+
+
 def read_events(sock: socket.socket) -> Iterator[tuple[float, str, dict[str, object]]]:
     """Parse a chunked SSE response off a raw socket: (arrival time, event, data)."""
     buffer = b""
     while b"\r\n\r\n" not in buffer:
-        buffer += sock.recv(65536)
+        buffer += recv_some(sock)
     head, buffer = buffer.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 200"), head
     text = b""
     while True:
         while b"\r\n" not in buffer:
-            buffer += sock.recv(65536)
+            buffer += recv_some(sock)
         size_line, buffer = buffer.split(b"\r\n", 1)
         size = int(size_line, 16)
         if size == 0:
             return
         while len(buffer) < size + 2:
-            buffer += sock.recv(65536)
+            buffer += recv_some(sock)
         arrived = time.monotonic()
         text += buffer[:size]
         buffer = buffer[size + 2 :]
@@ -710,3 +717,104 @@ def test_anthropic_sdk_json_and_stream(fake: FakeUpstream) -> None:
         sdk.messages.create(model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}])
     assert caught.value.response.headers[U + "7d-status"] == "rejected"
     sdk.close()
+
+
+# ------------------------------------------------------------------ more controls and windows
+
+
+def test_output_tokens_override_and_burn(fake: FakeUpstream, client: Client) -> None:
+    data = body()
+    _, _, payload = client.messages(data=data, **{"x-fake-output-tokens": "4000"})
+    assert json.loads(payload)["usage"]["output_tokens"] == 4000
+    assert fake.account("ada").five_hour_used == len(data) // 4 + 4000
+    status, _, payload = client.messages(**{"x-fake-chunks": "many"})
+    assert status == 400 and "x-fake-chunks" in str(error_of(payload)["message"])
+
+
+def test_oauth_usage_endpoint(fake: FakeUpstream, client: Client) -> None:
+    fake.set_usage("bob", five_hour=0.25, **{"7d_oi": 0.5})
+    status, _, payload = client.call("GET", "/api/oauth/usage", None, {"authorization": "Bearer at-bob"})
+    assert status == 200
+    usage = json.loads(payload)
+    assert usage["five_hour"]["utilization"] == 25.0
+    assert usage["seven_day_opus"]["utilization"] == 50.0
+    assert usage["five_hour"]["resets_at"].endswith("Z")
+
+
+def test_model_window_own_reset_and_weekly_rollover(fake: FakeUpstream, client: Client) -> None:
+    now = time.time()
+    fake.set_usage("bob", seven_day=0.5, **{"7d_sonnet": 0.5, "7d_oi": 0.5})
+    fake.set_reset("bob", seven_day=now + 86400, **{"7d_sonnet": now - 1})
+    _, headers, _ = client.messages("bob", body("claude-haiku-4-5"))
+    assert headers[U + "7d_sonnet-utilization"] == "0.0"
+    assert int(headers[U + "7d_sonnet-reset"]) == int(now - 1 + 7 * 86400)
+    assert headers[U + "7d_oi-utilization"] == "0.5"
+    assert headers[U + "7d_oi-reset"] == headers[U + "7d-reset"]
+    fake.set_reset("bob", seven_day=now - 10)
+    _, headers, _ = client.messages("bob", body("claude-haiku-4-5"))
+    assert headers[U + "7d-utilization"] == headers[U + "7d_oi-utilization"] == "0.0"
+    assert int(headers[U + "7d-reset"]) == int(now - 10 + 7 * 86400)
+
+
+def test_chunked_request_body_and_expect_continue(fake: FakeUpstream) -> None:
+    data = body()
+    sock = socket.create_connection(("127.0.0.1", fake.port), timeout=5)
+    head = (
+        "POST /v1/messages HTTP/1.1\r\nhost: x\r\nauthorization: Bearer at-ada\r\n"
+        "anthropic-beta: oauth-2025-04-20\r\ntransfer-encoding: chunked\r\nexpect: 100-continue\r\n\r\n"
+    )
+    sock.sendall(head.encode())
+    assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    sock.sendall(b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, data[:10], len(data) - 10, data[10:]))
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+    sock.close()
+    assert fake.requests[-1].body == data
+
+
+def test_garbage_gets_400_and_close(fake: FakeUpstream) -> None:
+    sock = socket.create_connection(("127.0.0.1", fake.port), timeout=5)
+    sock.sendall(b"NOT HTTP\r\n\r\n")
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    sock.close()
+    assert received.startswith(b"HTTP/1.1 400 ")
+    assert b"invalid_request_error" in received
+
+
+async def test_usable_from_a_running_event_loop(fake: FakeUpstream) -> None:
+    import asyncio
+
+    data = body(stream=True)
+    reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
+    writer.write(
+        b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nauthorization: Bearer at-ada\r\n"
+        b"anthropic-beta: oauth-2025-04-20\r\nx-fake-chunk-interval-ms: 10\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(data), data)
+    )
+    received = b""
+    while not received.endswith(b"0\r\n\r\n"):
+        received += await reader.read(65536)
+    writer.close()
+    assert received.count(b"event: content_block_delta") == 5
+
+
+def test_demo_cli_serves_demo_tokens() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "teamclaude.fakeupstream", "--demo", "--chunk-interval-ms", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().strip().rsplit(":", 1)[1])
+        token = demo_accounts(time.time())[0].access_token
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("POST", "/v1/messages", body(), {"authorization": f"Bearer {token}", **OAUTH_HEADERS})
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader(U + "7d-utilization") == "0.6"
+        conn.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=5) == 0
