@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import traceback
 from typing import Any, Self
 
 from teamclaude.fake.http11 import MAX_HEAD_BYTES, BadRequest, Request, read_request, response_head
@@ -111,6 +112,10 @@ class ThreadedServer:
                     break
         except (ConnectionError, OSError):
             pass
+        except Exception:
+            # A bug in a handler: say so loudly, drop the connection, keep serving others.
+            traceback.print_exc()
+            writer.transport.abort()
         except asyncio.CancelledError:
             # Only stop() cancels these tasks; ending quietly keeps asyncio from logging it.
             writer.transport.abort()

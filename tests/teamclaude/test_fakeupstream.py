@@ -818,3 +818,18 @@ def test_demo_cli_serves_demo_tokens() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=5) == 0
+
+
+def test_handler_bug_is_loud_and_contained(
+    fake: FakeUpstream, client: Client, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from teamclaude import fakeupstream
+
+    async def broken(self: FakeUpstream, ex: object) -> None:
+        raise RuntimeError("handler bug")
+
+    monkeypatch.setitem(fakeupstream._ROUTES, ("GET", "/api/oauth/profile"), broken)
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+        client.call("GET", "/api/oauth/profile")
+    assert "RuntimeError: handler bug" in capsys.readouterr().err
+    assert Client(fake).messages()[0] == 200
