@@ -832,4 +832,6 @@ def test_handler_bug_is_loud_and_contained(
     with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
         client.call("GET", "/api/oauth/profile")
     assert "RuntimeError: handler bug" in capsys.readouterr().err
-    assert Client(fake).messages()[0] == 200
+    fresh = Client(fake)
+    assert fresh.messages()[0] == 200
+    fresh.close()
