@@ -687,6 +687,8 @@ def test_cli_serves_until_terminated(tmp_path) -> None:  # type: ignore[no-untyp
     finally:
         proc.terminate()
         assert proc.wait(timeout=5) == 0
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 # ------------------------------------------------------------------ the official SDK
@@ -818,6 +820,8 @@ def test_demo_cli_serves_demo_tokens() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=5) == 0
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def test_handler_bug_is_loud_and_contained(
