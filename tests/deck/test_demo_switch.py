@@ -25,7 +25,8 @@ class Demo:
             cwd=REPO, start_new_session=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._drain, daemon=True).start()
+        self.drain = threading.Thread(target=self._drain, daemon=True)
+        self.drain.start()
 
     def _drain(self) -> None:
         for line in self.process.stdout:
@@ -58,6 +59,8 @@ class Demo:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        self.drain.join(5)
+        self.process.stdout.close()
 
 
 @pytest.fixture

@@ -1,3 +1,4 @@
+import io
 import json
 import time
 
@@ -15,7 +16,7 @@ from tests.deck.claude_home import FIXTURES, NOW, build_fleet_home
 
 
 def screen(frame, width, height):
-    console = Console(record=True, width=width, height=height, color_system=None, file=open("/dev/null", "w"))
+    console = Console(record=True, width=width, height=height, color_system=None, file=io.StringIO())
     console.print(render(frame, width, height))
     return console.export_text()
 
@@ -163,7 +164,7 @@ def test_config_error_is_shown(tmp_path):
 
 
 def test_summary_has_everything_without_padding(monitor):
-    console = Console(record=True, width=100, color_system=None, file=open("/dev/null", "w"))
+    console = Console(record=True, width=100, color_system=None, file=io.StringIO())
     console.print(render_summary(monitor.frame(), 100))
     text = console.export_text()
     assert "Levels" in text and "ci-key" in text and "GET  /v1/models" in text
