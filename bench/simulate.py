@@ -49,7 +49,7 @@ from routing.usage import Usage  # noqa: E402
 HOUR = 3600.0
 DAY = 24 * HOUR
 WEEK = 7 * DAY
-EPOCH = 1_800_000_000.0  # simulation start; the workload treats it as a Monday 09:00
+EPOCH = 1_800_000_000.0  # simulation start; the workload treats it as a Monday noon
 TIME_TO_HEADERS_S = 1.0
 WARM_CACHE_S = 300.0  # prompt cache lifetime: a request within it on the same account reads it
 HOLD_BUDGET_S = 300.0
@@ -72,14 +72,17 @@ class HiddenAccount:
     week_used: float = 0.0
     five_start: float | None = None
     five_used: float = 0.0
+    week_wasted: float = 0.0  # cache rewrites caused by moving a warm session
     completed: list[dict[str, float]] = field(default_factory=list)
 
     def roll(self, now: float) -> None:
         while now >= self.week_reset:
             self.completed.append({
                 "reset": self.week_reset, "used": self.week_used, "cap": self.week_cap,
+                "wasted": self.week_wasted,
             })
             self.week_used = 0.0
+            self.week_wasted = 0.0
             self.week_reset += WEEK
         if self.five_start is not None and now >= self.five_start + 5 * HOUR:
             self.five_start = None
@@ -126,12 +129,13 @@ class HiddenAccount:
             pairs.append(("retry-after", str(int(max(1.0, claim_reset - now)))))
         return pairs
 
-    def charge(self, burn: float, now: float) -> None:
+    def charge(self, burn: float, now: float, wasted: float = 0.0) -> None:
         self.roll(now)
         if self.five_start is None:
             self.five_start = now
         self.five_used += burn
         self.week_used += burn
+        self.week_wasted += wasted
 
     def has_headroom(self, threshold: float) -> bool:
         return self.five_used < threshold * self.five_cap and self.week_used < threshold * self.week_cap
@@ -195,7 +199,7 @@ SCENARIOS = (
 
 
 def _hour_rate(scenario: Scenario, t: float) -> float:
-    offset = t - EPOCH + 9 * HOUR  # EPOCH is Monday 09:00
+    offset = t - EPOCH + 12 * HOUR  # EPOCH is Monday noon
     day = int(offset // DAY) % 7
     hour = (offset % DAY) / HOUR
     if hour >= 23 or hour < 9:
@@ -211,17 +215,20 @@ def build_workload(scenario: Scenario, duration: float, seed: int) -> list[Sessi
     rng = random.Random(seed)
     plans: list[SessionPlan] = []
     counter = 0
-    t = EPOCH
+    t = EPOCH - 3 * HOUR  # the fleet is already at work when the proxy starts at noon
     while t < EPOCH + duration:
         rate = _hour_rate(scenario, t)
         arrivals = _poisson(rng, rate)
         for _ in range(arrivals):
             start = t + rng.uniform(0, HOUR)
-            length = rng.uniform(0.5 * HOUR, 3 * HOUR)
+            end = min(start + rng.uniform(0.5 * HOUR, 3 * HOUR), EPOCH + duration)
             counter += 1
+            seed_ = rng.randrange(1 << 30)
+            if end <= EPOCH:
+                continue
             plans.append(SessionPlan(
-                f"h{counter}", start, min(start + length, EPOCH + duration), "human",
-                rng.randrange(1 << 30), "claude-opus-4-5", (5.0, 40.0),
+                f"h{counter}", max(start, EPOCH), end, "human", seed_, "claude-opus-4-5",
+                (5.0, 40.0),
             ))
         t += HOUR
     days = int(math.ceil(duration / DAY))
@@ -229,8 +236,8 @@ def build_workload(scenario: Scenario, duration: float, seed: int) -> list[Sessi
         if day % 7 >= 5:  # weekend
             continue
         for _ in range(scenario.bursts_per_workday):
-            start = EPOCH + day * DAY + rng.uniform(0, 9 * HOUR)  # 09:00-18:00
-            if start >= EPOCH + duration:
+            start = EPOCH + day * DAY + rng.uniform(-3 * HOUR, 6 * HOUR)  # 09:00-18:00
+            if not EPOCH <= start < EPOCH + duration:
                 continue
             for k in range(20):
                 counter += 1
@@ -346,6 +353,7 @@ class Attempt:
     new_input: int = 0
     output: int = 0
     stream_s: float = 0.0
+    wasted: int = 0
 
 
 @dataclass
@@ -447,11 +455,16 @@ class Simulation:
             or run.last_end is None
             or now - run.last_end > WARM_CACHE_S
         )
-        if run.last_account is not None and run.last_account != decision.account and (
-            run.last_end is not None and now - run.last_end <= WARM_CACHE_S
-        ):
+        cache_broken = (
+            run.last_account is not None
+            and run.last_account != decision.account
+            and run.last_end is not None
+            and now - run.last_end <= WARM_CACHE_S
+        )
+        if cache_broken:
             run.rebinds += 1
             self.metrics.rebinds += 1
+        attempt.wasted = run.context if cache_broken else 0
         usage = Usage(
             input_tokens=attempt.new_input,
             output_tokens=attempt.output,
@@ -464,7 +477,7 @@ class Simulation:
 
     def _done(self, payload: tuple[Attempt, Any, Usage], now: float) -> None:
         attempt, decision, usage = payload
-        self.accounts[decision.account].charge(usage.burn, now)
+        self.accounts[decision.account].charge(usage.burn, now, attempt.wasted)
         self.router.release(decision.ticket, now, usage, 200)
         self.metrics.requests += 1
         self.metrics.burn += usage.burn
@@ -586,9 +599,11 @@ def summarise_accounts(accounts: Sequence[HiddenAccount]) -> dict[str, Any]:
     windows = [dict(w, account=a.name) for a in accounts for w in a.completed]
     cap = sum(w["cap"] for w in windows)
     used = sum(min(w["used"], w["cap"]) for w in windows)
+    useful = sum(min(w["used"] - w["wasted"], w["cap"]) for w in windows)
     end_utils = [w["used"] / w["cap"] for w in windows]
     return {
         "quota_used_pct": 100.0 * used / cap if cap else None,
+        "useful_quota_pct": 100.0 * useful / cap if cap else None,
         "weekly_windows": [
             {"account": w["account"], "reset_h": round((w["reset"] - EPOCH) / HOUR, 1),
              "utilization": round(w["used"] / w["cap"], 4)}
@@ -626,18 +641,22 @@ def run_policy(policy: str, plans: Sequence[SessionPlan], duration: float) -> di
 
 
 def _fmt(value: Any, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
+    if value is None:
+        width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()) or 0)
+        return "—".rjust(width)
+    return format(value, spec)
 
 
 def print_table(scenario: Scenario, results: dict[str, dict[str, Any]], out=sys.stdout) -> None:
     print(f"\n== {scenario.name}: {scenario.description}", file=out)
-    header = (f"{'policy':<14}{'quota used':>11}{'spread':>8}{'429 up':>8}{'429 client':>11}"
+    header = (f"{'policy':<14}{'quota used':>11}{'useful':>8}{'spread':>8}{'429 up':>8}{'429 client':>11}"
               f"{'(w/ room)':>10}{'held':>7}{'hold s':>9}{'rebinds':>8}{'/sess·5h':>9}"
               f"{'/sess·h':>8}{'requests':>9}{'cache-wr%':>10}")
     print(header, file=out)
     for name, r in results.items():
         print(
             f"{name:<14}{_fmt(r.get('quota_used_pct'), '10.2f')}%"
+            f"{_fmt(r.get('useful_quota_pct'), '7.2f')}%"
             f"{_fmt(r.get('end_of_week_spread'), '8.3f')}"
             f"{_fmt(r.get('upstream_429'), '8d')}{_fmt(r.get('client_429'), '11d')}"
             f"{_fmt(r.get('client_429_with_headroom'), '10d')}{_fmt(r.get('held'), '7d')}"
