@@ -231,6 +231,7 @@ def build_workload(scenario: Scenario, duration: float, seed: int) -> list[Sessi
                 (5.0, 40.0),
             ))
         t += HOUR
+    rng = random.Random(seed + 1)  # bursts draw apart, so a shorter run is a prefix
     days = int(math.ceil(duration / DAY))
     for day in range(days):
         if day % 7 >= 5:  # weekend
@@ -615,7 +616,9 @@ def summarise_accounts(accounts: Sequence[HiddenAccount]) -> dict[str, Any]:
 
 def run_policy(policy: str, plans: Sequence[SessionPlan], duration: float) -> dict[str, Any]:
     specs = [AccountSpec(name=a.name, kind="oauth") for a in ACCOUNTS]
-    router = POLICIES[policy](RoutingConfig(), specs)
+    # Baselines share the usable set of SPEC §5 as written (stop at the switch threshold).
+    config = RoutingConfig(drain_before_reset=policy == "teamclaude")
+    router = POLICIES[policy](config, specs)
     sim = Simulation(router, plans, duration)
     started = time.perf_counter()
     metrics = sim.run()

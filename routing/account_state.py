@@ -144,14 +144,23 @@ class AccountState:
         return dict(self.windows)
 
     def blocking_window(self, model: str | None, config: RoutingConfig, now: float) -> str | None:
-        """The first window that stops a request for `model`: rejected, or at the threshold."""
+        """The first window that stops a request for `model`: rejected, or at the threshold.
+
+        A draining account (see `draining`) is used up to its rejection: switching early
+        would only leave quota to expire.
+        """
         self._drop_passed_windows(now)
+        draining = self.draining(config, now)
         for name, window in self.windows.items():
             if not window_applies_to_model(name, model):
                 continue
             if window.rejected:
                 return name
-            if window.utilization is not None and window.utilization >= config.switch_threshold:
+            if (
+                not draining
+                and window.utilization is not None
+                and window.utilization >= config.switch_threshold
+            ):
                 return name
         return None
 
@@ -196,17 +205,30 @@ class AccountState:
 
     # -- load ------------------------------------------------------------------------
 
+    def draining(self, config: RoutingConfig, now: float) -> bool:
+        """In the last ramp tier: weekly quota left now is lost at the reset, hours away.
+
+        Slowing such an account down before its 5h cap saves nothing (a 5h rejection costs
+        one transparent failover), so the 5h warn band and soft ceiling do not apply to it.
+        """
+        if not config.drain_before_reset or not config.ramp_tiers:
+            return False
+        window = self.window(SEVEN_DAY, now)
+        if window is None or window.reset is None or window.utilization is None:
+            return False
+        return (window.reset - now) / 3600.0 <= config.ramp_tiers[0][0]
+
     def inflight_cap(self, config: RoutingConfig, now: float) -> int:
         if config.probe_gate and not self.proven:
             return 1
         used_5h = self.utilization(FIVE_HOUR, now)
-        if used_5h is not None and used_5h >= config.five_hour_warn:
+        if used_5h is not None and used_5h >= config.five_hour_warn and not self.draining(config, now):
             return 1
         return max(1, config.max_inflight_per_account)
 
     def under_rail(self, config: RoutingConfig, now: float) -> bool:
         used_5h = self.utilization(FIVE_HOUR, now)
-        return used_5h is None or used_5h < config.five_hour_soft_ceiling
+        return used_5h is None or used_5h < config.five_hour_soft_ceiling or self.draining(config, now)
 
     # -- benches ---------------------------------------------------------------------
 

@@ -23,9 +23,12 @@ from routing.policy import (
     CURRENT,
     NEW_SESSION,
     PINNED,
+    RAMP,
     WINDOW_LAPSED,
     Candidate,
+    _winner_why,
     choose,
+    drain_target,
     keep_failure,
 )
 from routing.ratelimits import RateLimits, model_family
@@ -249,6 +252,10 @@ class Router:
             inflight_cap=state.inflight_cap(config, now),
             warm_sessions=self._sessions.warm_count(state.name, now, config.warm_window_s),
             far_over_line=state.far_over_line(config, now),
+            draining=state.draining(config, now)
+            and week is not None
+            and week.utilization is not None
+            and week.utilization < config.switch_threshold - config.far_over_line,
         )
 
     def _usable(
@@ -296,7 +303,14 @@ class Router:
             bound = pool[binding.account]
             failure = keep_failure(bound)
             if failure is None:
-                return Plan(bound.name, BOUND, f"warm session kept on {bound.name}", bind=False)
+                drain = drain_target(list(pool.values()), self.config, bound)
+                if drain is None:
+                    return Plan(bound.name, BOUND, f"warm session kept on {bound.name}", bind=False)
+                return Plan(
+                    drain.name, RAMP,
+                    f"ramp → {drain.name} ({_winner_why(drain, 1)}; its unused quota expires)",
+                    bind=True,
+                )
             reason = failure
         choice = choose(list(pool.values()), self.config, bound)
         name = choice.candidate.name

@@ -23,6 +23,7 @@ RAIL = "rail"
 CURRENT = "current"
 PINNED = "pinned"
 API_KEY_LAST_RESORT = "api-key-last-resort"
+RAMP = "ramp"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Candidate:
     inflight_cap: int
     warm_sessions: int
     far_over_line: bool
+    draining: bool = False  # last ramp tier with at least `far_over_line` of its week unused
 
     @property
     def has_room(self) -> bool:
@@ -75,6 +77,31 @@ def keep_failure(candidate: Candidate) -> str | None:
     return None
 
 
+def has_steady_room(candidate: Candidate) -> bool:
+    """A free slot not already claimed by the account's own warm sessions."""
+    return max(candidate.inflight, candidate.warm_sessions) < candidate.inflight_cap
+
+
+def drain_target(
+    candidates: Sequence[Candidate], config: RoutingConfig, bound: Candidate
+) -> Candidate | None:
+    """Use it or lose it: a warm session moves to an account whose unused weekly quota
+    expires within the last ramp tier, if that account can take a steady session. The
+    cache rewrite is paid from quota that would be lost anyway; once there, the session
+    stays until that account is spent or resets."""
+    if bound.draining:
+        return None
+    targets = [
+        c
+        for c in candidates
+        if c.draining and c.name != bound.name and c.under_rail and has_steady_room(c)
+        and c.warm_sessions < config.max_sessions_per_account
+    ]
+    if not targets:
+        return None
+    return max(targets, key=lambda c: (c.rank_score, -c.warm_sessions, c.name))
+
+
 def _narrow(stage: list[Candidate], keep: list[Candidate]) -> list[Candidate]:
     return keep if keep else stage
 
@@ -101,11 +128,7 @@ def choose(
         # account's own warm sessions. Moving to a slot freed for a moment would only
         # start a ping-pong of cache-breaking rebinds; if no account can take it, every
         # account is full and the session stays where its cache is.
-        movers = [
-            c
-            for c in stage
-            if c.name != bound.name and max(c.inflight, c.warm_sessions) < c.inflight_cap
-        ]
+        movers = [c for c in stage if c.name != bound.name and has_steady_room(c)]
         if not movers:
             return Choice(bound, kept=True, why="every account is at its in-flight cap")
         stage = movers
@@ -143,7 +166,7 @@ def _kept_why(candidate: Candidate) -> str:
     return "every account is far over its weekly line"
 
 
-def _winner_why(candidate: Candidate, tied: int) -> str:
+def _winner_why(candidate: Candidate, tied: int) -> str:  # noqa: D401 - shared with engine
     if candidate.score is None:
         why = "API key, no weekly line" if candidate.api_key else "no quota data yet: probing"
     elif candidate.boost > 0 and candidate.hours_to_weekly_reset is not None:

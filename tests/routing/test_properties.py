@@ -30,12 +30,18 @@ def usable_in_snapshot(account: dict[str, Any], request: RequestInfo, exclude: s
     family = model_family(request.model)
     if family is not None and family in account["family_benches"]:
         return False
+    week = account["windows"].get("7d")
+    draining = (  # last ramp tier: used up to its rejection, not to the threshold
+        week is not None and week["utilization"] is not None and week["reset"] is not None
+        and week["reset"] - now <= CONFIG.ramp_tiers[0][0] * HOUR
+    )
     for name, window in account["windows"].items():
         if not window_applies_to_model(name, request.model):
             continue
         if window["status"] == "rejected":
             return False
-        if window["utilization"] is not None and window["utilization"] >= CONFIG.switch_threshold:
+        if (not draining and window["utilization"] is not None
+                and window["utilization"] >= CONFIG.switch_threshold):
             return False
     return True
 
@@ -46,10 +52,10 @@ def any_usable(r: Router, request: RequestInfo, exclude: set[str], now: float) -
 
 
 windows = st.fixed_dictionaries({
-    "u5": st.one_of(st.none(), st.floats(0, 1.2)),
-    "u7": st.one_of(st.none(), st.floats(0, 1.2)),
+    "u5": st.one_of(st.none(), st.floats(0, 1.2), st.sampled_from([0.75, 0.9, 0.98, 1.0])),
+    "u7": st.one_of(st.none(), st.floats(0, 1.2), st.sampled_from([0.5, 0.97, 0.98, 1.0])),
     "reset5_in": st.floats(-HOUR, 5 * HOUR),
-    "reset7_in": st.floats(-HOUR, 7 * DAY),
+    "reset7_in": st.one_of(st.floats(-HOUR, 10 * HOUR), st.floats(-HOUR, 7 * DAY)),
     "s5": st.sampled_from(["allowed", "allowed_warning", "rejected"]),
     "s7": st.sampled_from(["allowed", "allowed_warning", "rejected"]),
 })
