@@ -257,3 +257,75 @@ def test_switch_threshold_makes_an_account_unusable(util: float) -> None:
     prove(r, "a", T0, u5=util, u7=0.1)
     prove(r, "b", T0, u7=0.9, reset7_in=6 * DAY)
     assert r.select(req("s"), T0).account == "b"
+
+
+# -- additions beyond the letter of §5 (see routing/policy.py) ---------------------------
+
+
+def test_blocked_session_moves_only_to_a_steady_free_slot() -> None:
+    bound = cand("a", 0.0, inflight=5, warm_sessions=6)
+    momentary = cand("b", 0.5, inflight=4, warm_sessions=5)  # its own sessions claim it
+    steady = cand("c", -0.2, inflight=1, warm_sessions=2)
+    assert choose([bound, momentary], CONFIG, bound).kept
+    assert choose([bound, momentary, steady], CONFIG, bound).candidate.name == "c"
+
+
+def test_new_work_avoids_accounts_far_over_their_line() -> None:
+    ramped = cand("a", 0.3, gap=-0.2, far_over_line=True)  # boosted but far ahead
+    plain = cand("b", 0.0)
+    assert choose([ramped, plain], CONFIG).candidate.name == "b"
+    assert choose([ramped], CONFIG).candidate.name == "a"
+
+
+def test_far_over_line_does_not_ping_pong_between_two_far_accounts() -> None:
+    a = cand("a", 0.2, gap=-0.11, far_over_line=True)
+    b = cand("b", 0.3, gap=-0.12, far_over_line=True)
+    choice = choose([a, b], CONFIG, a)
+    assert choice.kept and choice.candidate.name == "a"
+
+
+def test_drain_target_needs_a_draining_account_with_steady_room() -> None:
+    from routing.policy import drain_target
+
+    bound = cand("a", 0.0)
+    draining = cand("d", 35.0, draining=True, warm_sessions=2, inflight=1)
+    assert drain_target([bound, draining], CONFIG, bound) == draining
+    assert drain_target([bound, replace(draining, warm_sessions=5)], CONFIG, bound) is None
+    assert drain_target([bound, replace(draining, under_rail=False)], CONFIG, bound) is None
+    assert drain_target([replace(bound, draining=True), draining], CONFIG, replace(bound, draining=True)) is None
+
+
+def test_draining_account_ignores_the_5h_warn_band_ceiling_and_threshold() -> None:
+    r = router(oauth("exp"), oauth("other"))
+    prove(r, "other", T0, u7=0.30, reset7_in=3.5 * DAY)
+    prove(r, "exp", T0, u5=0.95, u7=0.985, reset7_in=6 * HOUR)
+    snap = {a["name"]: a for a in r.snapshot(T0)["accounts"]}
+    assert snap["exp"]["inflight_cap"] == 5
+    d = r.select(req("s"), T0)
+    assert d is not None and d.account == "exp"
+    r.observe("exp", 429, limits(T0 + 1, u5=0.95, u7=1.0, s7="rejected", reset7_in=6 * HOUR), T0 + 1)
+    assert r.select(req("t"), T0 + 2).account == "other"  # rejected stops it all the same
+
+
+def test_drain_off_keeps_the_rails_of_section_5() -> None:
+    r = router(oauth("exp"), oauth("other"), drain_before_reset=False)
+    prove(r, "other", T0, u7=0.30, reset7_in=3.5 * DAY)
+    prove(r, "exp", T0, u5=0.80, u7=0.985, reset7_in=6 * HOUR)
+    assert r.select(req("s"), T0).account == "other"
+    assert {a["name"]: a for a in r.snapshot(T0)["accounts"]}["exp"]["inflight_cap"] == 1
+
+
+def test_warm_session_moves_to_an_account_whose_quota_is_about_to_expire() -> None:
+    r = router(oauth("a"), oauth("exp"))
+    prove(r, "a", T0, u7=0.50, reset7_in=3.5 * DAY)
+    prove(r, "exp", T0, u7=0.55, reset7_in=8 * HOUR + 60)  # drains from T0 + 60
+    r.bench("exp", T0 + 120, "retry-after 120s", T0)
+    d = r.select(req("s"), T0)
+    assert d is not None and d.account == "a"
+    r.release(d.ticket, T0 + 10)
+    moved = r.select(req("s"), T0 + 130)
+    assert moved is not None and moved.account == "exp" and moved.reason == "ramp"
+    assert "unused quota expires" in moved.detail
+    r.release(moved.ticket, T0 + 140)
+    stays = r.select(req("s"), T0 + 150)
+    assert stays is not None and stays.account == "exp" and stays.reason == "bound"
