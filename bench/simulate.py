@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
 
 from routing.config import RoutingConfig  # noqa: E402
 from routing.engine import Plan, Router  # noqa: E402
-from routing.ratelimits import parse_ratelimit_headers  # noqa: E402
+from routing.ratelimits import model_family, parse_ratelimit_headers  # noqa: E402
 from routing.types import AccountSpec, RequestInfo  # noqa: E402
 from routing.usage import Usage  # noqa: E402
 
@@ -289,7 +289,20 @@ class SessionRun:
 # -- policies ---------------------------------------------------------------------------
 
 
-class RoundRobinRouter(Router):
+class BaselineRouter(Router):
+    """Baselines share the usable set of SPEC §5 as written: every account stops at the
+    switch threshold (no draining before a weekly reset; that is our policy's)."""
+
+    def _usable(self, state, request: RequestInfo, now: float, exclude: Collection[str]) -> bool:
+        return (
+            state.name not in exclude
+            and state.can_be_selected(now)
+            and state.bench_for(model_family(request.model), now) is None
+            and state.blocking_window(request.model, self.config, now, drain=False) is None
+        )
+
+
+class RoundRobinRouter(BaselineRouter):
     """Baseline: the next usable account in turn, ignoring sessions."""
 
     _turn = 0
@@ -304,7 +317,7 @@ class RoundRobinRouter(Router):
         return Plan(name, "round-robin", "round robin", bind=True)
 
 
-class LeastLoadedRouter(Router):
+class LeastLoadedRouter(BaselineRouter):
     """Baseline: the usable account with the fewest requests in flight."""
 
     def _plan(self, request: RequestInfo, now: float, exclude: Collection[str]) -> Plan | None:
@@ -315,7 +328,7 @@ class LeastLoadedRouter(Router):
         return Plan(best.name, "least-loaded", "least loaded", bind=True)
 
 
-class ThresholdRotationRouter(Router):
+class ThresholdRotationRouter(BaselineRouter):
     """Baseline: one account for everyone until it reaches 98 % (or cannot serve), then the
     usable account whose weekly window resets soonest."""
 
@@ -616,9 +629,7 @@ def summarise_accounts(accounts: Sequence[HiddenAccount]) -> dict[str, Any]:
 
 def run_policy(policy: str, plans: Sequence[SessionPlan], duration: float) -> dict[str, Any]:
     specs = [AccountSpec(name=a.name, kind="oauth") for a in ACCOUNTS]
-    # Baselines share the usable set of SPEC §5 as written (stop at the switch threshold).
-    config = RoutingConfig(drain_before_reset=policy == "teamclaude")
-    router = POLICIES[policy](config, specs)
+    router = POLICIES[policy](RoutingConfig(), specs)
     sim = Simulation(router, plans, duration)
     started = time.perf_counter()
     metrics = sim.run()

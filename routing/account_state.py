@@ -143,14 +143,16 @@ class AccountState:
         self._drop_passed_windows(now)
         return dict(self.windows)
 
-    def blocking_window(self, model: str | None, config: RoutingConfig, now: float) -> str | None:
+    def blocking_window(
+        self, model: str | None, config: RoutingConfig, now: float, drain: bool = True
+    ) -> str | None:
         """The first window that stops a request for `model`: rejected, or at the threshold.
 
         A draining account (see `draining`) is used up to its rejection: switching early
-        would only leave quota to expire.
+        would only leave quota to expire. `drain=False` applies the threshold regardless.
         """
         self._drop_passed_windows(now)
-        draining = self.draining(config, now)
+        draining = drain and self.draining(config, now)
         for name, window in self.windows.items():
             if not window_applies_to_model(name, model):
                 continue
@@ -211,7 +213,7 @@ class AccountState:
         Slowing such an account down before its 5h cap saves nothing (a 5h rejection costs
         one transparent failover), so the 5h warn band and soft ceiling do not apply to it.
         """
-        if not config.drain_before_reset or not config.ramp_tiers:
+        if not config.ramp_tiers:
             return False
         window = self.window(SEVEN_DAY, now)
         if window is None or window.reset is None or window.utilization is None:

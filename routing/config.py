@@ -29,8 +29,3 @@ class RoutingConfig:
     ramp_tiers: tuple[tuple[float, float], ...] = field(default=DEFAULT_RAMP_TIERS)
     backoff_ladder_s: tuple[float, ...] = (60.0, 240.0, 900.0)
     api_keys_last_resort: bool = True
-    # Use it or lose it, in the last ramp tier: the 5h warn band, 5h soft ceiling and
-    # switch threshold stop applying, and warm sessions may move to the account
-    # (routing.account_state.AccountState.draining). Not a settings key; the simulator
-    # turns it off for its baselines.
-    drain_before_reset: bool = True

@@ -307,12 +307,14 @@ def test_draining_account_ignores_the_5h_warn_band_ceiling_and_threshold() -> No
     assert r.select(req("t"), T0 + 2).account == "other"  # rejected stops it all the same
 
 
-def test_drain_off_keeps_the_rails_of_section_5() -> None:
-    r = router(oauth("exp"), oauth("other"), drain_before_reset=False)
+def test_account_outside_the_last_ramp_tier_keeps_the_rails_of_section_5() -> None:
+    r = router(oauth("exp"), oauth("other"))
     prove(r, "other", T0, u7=0.30, reset7_in=3.5 * DAY)
-    prove(r, "exp", T0, u5=0.80, u7=0.985, reset7_in=6 * HOUR)
-    assert r.select(req("s"), T0).account == "other"
+    prove(r, "exp", T0, u5=0.80, u7=0.90, reset7_in=9 * HOUR)  # second tier: no drain
+    assert r.select(req("s"), T0).account == "exp"  # ramp boost 0.8 wins the score
     assert {a["name"]: a for a in r.snapshot(T0)["accounts"]}["exp"]["inflight_cap"] == 1
+    prove(r, "exp", T0, u5=0.80, u7=0.985, reset7_in=9 * HOUR)
+    assert r.select(req("t"), T0).account == "other"  # threshold applies
 
 
 def test_warm_session_moves_to_an_account_whose_quota_is_about_to_expire() -> None:
