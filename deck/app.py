@@ -145,7 +145,10 @@ def _interactive(monitor: Monitor, notes: tuple[str, ...], stop: threading.Event
                 stop.wait(FRAME_S)
                 data = b""
             else:
-                data = keyboard.read(FRAME_S)
+                try:
+                    data = keyboard.read(FRAME_S)
+                except EOFError:
+                    return
             state = frame.snapshot.state
             names = [account.name for account in state.accounts] if state else []
             current = (state.pinned or state.current) if state else ""

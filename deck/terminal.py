@@ -34,10 +34,18 @@ class KeyboardInput:
             self._saved = None
 
     def read(self, timeout: float) -> bytes:
-        """Bytes typed within `timeout` seconds (b"" when none)."""
+        """Bytes typed within `timeout` seconds (b"" when none).
+
+        Raises EOFError when the terminal went away (a closed pty reads as ready forever).
+        """
         if not self._ready(timeout):
             return b""
-        data = os.read(self.fd, 1024)
+        try:
+            data = os.read(self.fd, 1024)
+        except OSError as exc:
+            raise EOFError("terminal closed") from exc
+        if not data:
+            raise EOFError("terminal closed")
         while data.endswith(b"\x1b") and self._ready(ESCAPE_GRACE_S):
             more = os.read(self.fd, 1024)
             if not more:

@@ -106,7 +106,7 @@ class ProxyProcess:
         return self.process.returncode
 
     def __enter__(self) -> ProxyProcess:
-        return self.start()
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
