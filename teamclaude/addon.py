@@ -22,7 +22,7 @@ from routing.ratelimits import parse_ratelimit_headers
 from routing.request_info import read_request
 from routing.types import Decision, RequestInfo
 from teamclaude import endpoints, errors, gate, rewrite
-from teamclaude.credentials import NeedsLogin, UnknownAccount
+from teamclaude.credentials import NeedsLogin, OAuthError, UnknownAccount
 from teamclaude.service import ConfigError, Service, load_config
 from teamclaude.usage_tap import UsageTap, usage_from_json_body
 
@@ -226,7 +226,9 @@ class TeamClaude:
             self._attempts[flow.id] = attempt
             try:
                 account = await service.credentials.fresh(decision.account)
-            except (NeedsLogin, UnknownAccount) as exc:
+            except (OAuthError, UnknownAccount) as exc:
+                # NeedsLogin is an OAuthError; a token endpoint that is down while the token
+                # has already expired is one too: either way this account cannot serve now.
                 self._attempts.pop(flow.id, None)
                 service.router.release(decision.ticket, service.clock())
                 if isinstance(exc, NeedsLogin):

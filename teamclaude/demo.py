@@ -13,6 +13,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -108,6 +109,7 @@ class Traffic:
             "content-type": "application/json", "anthropic-version": "2023-06-01",
             "x-teamclaude-key": self.proxy_key, "x-claude-code-session-id": session_id,
             "x-fake-chunks": str(rng.randint(5, 30)), "x-fake-chunk-interval-ms": "60",
+            "x-fake-output-tokens": str(rng.randint(300, 3000)),
         }
         connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
         try:
@@ -122,19 +124,22 @@ class Traffic:
             connection.close()
 
 
-def _print_intro(fake: FakeUpstream, proxy: ProxyProcess, config: Path, proxy_key: str, accounts: list[FakeAccount]) -> None:
+def _print_intro(fake: FakeUpstream, proxy: ProxyProcess, config: Path, accounts: list[FakeAccount]) -> None:
     names = ", ".join(account.name for account in accounts)
     print(f"teamclaude demo: fake Anthropic API at {fake.url} with {len(accounts)} simulated accounts ({names})")
     print(f"proxy (mitmdump -s teamclaude_addon.py): {proxy.url}")
     print()
     print("Point a client or the Deck at it from another terminal:")
     print(f"  export TEAMCLAUDE_CONFIG={config}")
-    print(f"  export ANTHROPIC_BASE_URL={proxy.url}")
-    print(f'  export ANTHROPIC_CUSTOM_HEADERS="x-teamclaude-key: {proxy_key}"')
-    print(f"  export ANTHROPIC_AUTH_TOKEN={proxy_key}")
-    print("  teamclaude deck        # live dashboard;  teamclaude status / capacity also work")
+    print('  eval "$(teamclaude env)"   # ANTHROPIC_BASE_URL and the proxy key header')
+    print("  teamclaude deck            # live dashboard;  teamclaude status / capacity also work")
     print()
     sys.stdout.flush()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM ends the demo like Ctrl-C, so the proxy child and temp files are cleaned up."""
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-deck", action="store_true", help="do not show the Deck even on a terminal")
     args = parser.parse_args(argv)
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     directory = Path(tempfile.mkdtemp(prefix="teamclaude-demo-"))
     accounts = demo_accounts(time.time())
     fake = FakeUpstream(accounts=accounts, chunk_interval_s=0.05).start()
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, proxy_key = write_demo_config(directory, fake.url, free_port(args.port), accounts)
         with ProxyProcess(config, ["--set", "flow_detail=0"], env={"TEAMCLAUDE_CONFIG": str(config)}) as proxy:
-            _print_intro(fake, proxy, config, proxy_key, accounts)
+            _print_intro(fake, proxy, config, accounts)
             if args.traffic:
                 traffic = Traffic(proxy.url, proxy_key, args.sessions)
                 traffic.start()

@@ -181,6 +181,8 @@ class Service:
         self.accounts = loaded.accounts
         self.router.set_accounts([a.to_spec() for a in self.accounts.accounts])
         self.credentials.reload(self.accounts)
+        for account in self.accounts.accounts:
+            self.router.mark_needs_login(account.name, account.name in self.credentials.needs_login)
         self._fingerprints = (loaded.settings_fingerprint, loaded.accounts_fingerprint)
         if self.config_error:
             logger.info("teamclaude: configuration is valid again")
