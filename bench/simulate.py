@@ -614,7 +614,10 @@ def summarise_accounts(accounts: Sequence[HiddenAccount]) -> dict[str, Any]:
     cap = sum(w["cap"] for w in windows)
     used = sum(min(w["used"], w["cap"]) for w in windows)
     useful = sum(min(w["used"] - w["wasted"], w["cap"]) for w in windows)
-    end_utils = [w["used"] / w["cap"] for w in windows]
+    # Utilization at each reset, capped at 1 (answers already admitted may overshoot).
+    end_utils = [min(1.0, w["used"] / w["cap"]) for w in windows]
+    # Weeks that ran entirely inside the simulation (no inherited start).
+    whole = [min(1.0, w["used"] / w["cap"]) for w in windows if w["reset"] - WEEK >= EPOCH - HOUR]
     return {
         "quota_used_pct": 100.0 * used / cap if cap else None,
         "useful_quota_pct": 100.0 * useful / cap if cap else None,
@@ -624,6 +627,7 @@ def summarise_accounts(accounts: Sequence[HiddenAccount]) -> dict[str, Any]:
             for w in sorted(windows, key=lambda w: w["reset"])
         ],
         "end_of_week_spread": (max(end_utils) - min(end_utils)) if end_utils else None,
+        "whole_week_spread": (max(whole) - min(whole)) if len(whole) > 1 else None,
     }
 
 
@@ -663,7 +667,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def print_table(scenario: Scenario, results: dict[str, dict[str, Any]], out=sys.stdout) -> None:
     print(f"\n== {scenario.name}: {scenario.description}", file=out)
-    header = (f"{'policy':<14}{'quota used':>11}{'useful':>8}{'spread':>8}{'429 up':>8}{'429 client':>11}"
+    header = (f"{'policy':<14}{'quota used':>11}{'useful':>8}{'spread':>8}{'(whole)':>8}{'429 up':>8}{'429 client':>11}"
               f"{'(w/ room)':>10}{'held':>7}{'hold s':>9}{'rebinds':>8}{'/sess·5h':>9}"
               f"{'/sess·h':>8}{'requests':>9}{'cache-wr%':>10}")
     print(header, file=out)
@@ -671,7 +675,7 @@ def print_table(scenario: Scenario, results: dict[str, dict[str, Any]], out=sys.
         print(
             f"{name:<14}{_fmt(r.get('quota_used_pct'), '10.2f')}%"
             f"{_fmt(r.get('useful_quota_pct'), '7.2f')}%"
-            f"{_fmt(r.get('end_of_week_spread'), '8.3f')}"
+            f"{_fmt(r.get('end_of_week_spread'), '8.3f')}{_fmt(r.get('whole_week_spread'), '8.3f')}"
             f"{_fmt(r.get('upstream_429'), '8d')}{_fmt(r.get('client_429'), '11d')}"
             f"{_fmt(r.get('client_429_with_headroom'), '10d')}{_fmt(r.get('held'), '7d')}"
             f"{_fmt(r.get('hold_time_s'), '9.0f')}{_fmt(r.get('rebinds'), '8d')}"

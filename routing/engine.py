@@ -26,7 +26,7 @@ from routing.policy import (
     RAMP,
     WINDOW_LAPSED,
     Candidate,
-    _winner_why,
+    describe_pick,
     choose,
     drain_target,
     keep_failure,
@@ -308,7 +308,7 @@ class Router:
                     return Plan(bound.name, BOUND, f"warm session kept on {bound.name}", bind=False)
                 return Plan(
                     drain.name, RAMP,
-                    f"ramp → {drain.name} ({_winner_why(drain, 1)}; its unused quota expires)",
+                    f"ramp → {drain.name} ({describe_pick(drain, 1)}; its unused quota expires)",
                     bind=True,
                 )
             reason = failure

@@ -1,8 +1,21 @@
 """The selection procedure of SPEC §5, over a per-request view of the usable accounts.
 
 Pure functions: the engine builds one `Candidate` per usable account (O(accounts)) and
-asks `keep_failure` whether a bound account may keep its session, and `choose` which
-account should take new work. No sorting beyond the candidates, no history.
+asks `keep_failure` whether a bound account may keep its session, `drain_target` whether
+it should move to an account whose quota is about to expire, and `choose` which account
+should take new work. No sorting beyond the candidates, no history.
+
+Three refinements go beyond the letter of §5; each stops a cache-breaking pattern or a
+loss of quota that bench/simulate.py showed:
+- A warm session whose account is at its in-flight cap moves only to an account with a
+  steady free slot (not one its own warm sessions will claim again in a moment); when no
+  account has one, it stays. Otherwise a saturated fleet ping-pongs sessions.
+- Step 2 also narrows away from accounts far over their line (never to nothing), so that
+  what it picks passes step 1 on the next request.
+- Use it or lose it: an account in the last ramp tier with at least `far_over_line` of
+  its week unused is drained: warm sessions move to it when it has a steady free slot
+  (reason `ramp`), and `AccountState.draining` lifts its 5h warn band, 5h soft ceiling
+  and switch threshold (it is used until it is rejected).
 """
 
 from __future__ import annotations
@@ -155,7 +168,7 @@ def choose(
     else:
         tied = [c for c in stage if c.rank_score >= best - config.pace_tie_band]
     winner = min(tied, key=lambda c: (c.priority, c.warm_sessions, c.inflight, c.name))
-    return Choice(winner, kept=False, why=_winner_why(winner, len(tied)))
+    return Choice(winner, kept=False, why=describe_pick(winner, len(tied)))
 
 
 def _kept_why(candidate: Candidate) -> str:
@@ -166,7 +179,8 @@ def _kept_why(candidate: Candidate) -> str:
     return "every account is far over its weekly line"
 
 
-def _winner_why(candidate: Candidate, tied: int) -> str:  # noqa: D401 - shared with engine
+def describe_pick(candidate: Candidate, tied: int = 1) -> str:
+    """Why this account: the human half of a decision's detail."""
     if candidate.score is None:
         why = "API key, no weekly line" if candidate.api_key else "no quota data yet: probing"
     elif candidate.boost > 0 and candidate.hours_to_weekly_reset is not None:
