@@ -293,12 +293,11 @@ class BaselineRouter(Router):
     """Baselines share the usable set of SPEC §5 as written: every account stops at the
     switch threshold (no draining before a weekly reset; that is our policy's)."""
 
-    def _usable(self, state, request: RequestInfo, now: float, exclude: Collection[str]) -> bool:
+    def _usable(self, state, facts, request: RequestInfo, now: float) -> bool:
         return (
-            state.name not in exclude
-            and state.can_be_selected(now)
+            state.can_be_selected(now)
             and state.bench_for(model_family(request.model), now) is None
-            and state.blocking_window(request.model, self.config, now, drain=False) is None
+            and state.blocking_window(request.model, now, self.config.switch_threshold) is None
         )
 
 

@@ -72,6 +72,23 @@ class UsageTotals:
         )
 
 
+@dataclass(frozen=True)
+class PaceFacts:
+    """An account's position at one instant (SPEC §5 definitions)."""
+
+    utilization_5h: float | None
+    utilization_7d: float | None
+    hours_to_weekly_reset: float | None
+    pace_line: float | None  # share of its own week elapsed
+    pace_gap: float | None  # line - 7d utilization: positive = behind = wants work
+    ramp_boost: float
+    score: float | None  # gap + boost; None = no weekly data yet
+    far_over_line: bool
+    draining: bool  # in the last ramp tier: used until rejected
+    inflight_cap: int
+    under_rail: bool
+
+
 class AccountState:
     def __init__(self, spec: AccountSpec) -> None:
         self.spec = spec
@@ -143,94 +160,90 @@ class AccountState:
         self._drop_passed_windows(now)
         return dict(self.windows)
 
-    def blocking_window(
-        self, model: str | None, config: RoutingConfig, now: float, drain: bool = True
-    ) -> str | None:
-        """The first window that stops a request for `model`: rejected, or at the threshold.
-
-        A draining account (see `draining`) is used up to its rejection: switching early
-        would only leave quota to expire. `drain=False` applies the threshold regardless.
-        """
+    def blocking_window(self, model: str | None, now: float, threshold: float | None) -> str | None:
+        """The first window that stops a request for `model`: rejected, or with its
+        utilization at `threshold` (None: only a rejection stops it)."""
         self._drop_passed_windows(now)
-        draining = drain and self.draining(config, now)
         for name, window in self.windows.items():
             if not window_applies_to_model(name, model):
                 continue
             if window.rejected:
                 return name
             if (
-                not draining
+                threshold is not None
                 and window.utilization is not None
-                and window.utilization >= config.switch_threshold
+                and window.utilization >= threshold
             ):
                 return name
         return None
 
-    # -- pace ------------------------------------------------------------------------
+    # -- pace and load ---------------------------------------------------------------
 
-    def has_week_data(self, now: float) -> bool:
-        window = self.window(SEVEN_DAY, now)
-        return window is not None and window.utilization is not None and window.reset is not None
+    def facts(self, config: RoutingConfig, now: float) -> PaceFacts:
+        """Everything the policy derives from the windows, computed once per request."""
+        week = self.window(SEVEN_DAY, now)
+        five = self.window(FIVE_HOUR, now)
+        used_5h = None if five is None else five.utilization
+        used_7d = None if week is None else week.utilization
+        line = hours_left = None
+        if week is not None and week.reset is not None:
+            line = min(1.0, max(0.0, 1.0 - (week.reset - now) / WEEK_S))
+            hours_left = max(0.0, (week.reset - now) / 3600.0)
+        gap = None if line is None or used_7d is None else line - used_7d
+        boost = 0.0
+        draining = False
+        if hours_left is not None and used_7d is not None:
+            weight = next((w for bound, w in config.ramp_tiers if bound >= hours_left), 0.0)
+            boost = max(0.0, 1.0 - used_7d) * weight
+            # In the last ramp tier the quota left now is lost at the reset, hours away:
+            # slowing the account before its 5h cap saves nothing (a 5h rejection costs one
+            # transparent failover), so the 5h warn band, soft ceiling and switch threshold
+            # do not apply to it.
+            draining = bool(config.ramp_tiers) and hours_left <= config.ramp_tiers[0][0]
+        if config.probe_gate and not self.proven:
+            cap = 1
+        elif used_5h is not None and used_5h >= config.five_hour_warn and not draining:
+            cap = 1
+        else:
+            cap = max(1, config.max_inflight_per_account)
+        return PaceFacts(
+            utilization_5h=used_5h,
+            utilization_7d=used_7d,
+            hours_to_weekly_reset=hours_left,
+            pace_line=line,
+            pace_gap=gap,
+            ramp_boost=boost,
+            score=None if gap is None else gap + boost,
+            far_over_line=gap is not None and -gap > config.far_over_line,
+            draining=draining,
+            inflight_cap=cap,
+            under_rail=draining or used_5h is None or used_5h < config.five_hour_soft_ceiling,
+        )
 
     def pace_line(self, now: float) -> float | None:
-        window = self.window(SEVEN_DAY, now)
-        if window is None or window.reset is None:
-            return None
-        return min(1.0, max(0.0, 1.0 - (window.reset - now) / WEEK_S))
+        return self.facts(RoutingConfig(), now).pace_line
 
     def pace_gap(self, now: float) -> float | None:
-        line = self.pace_line(now)
-        used = self.utilization(SEVEN_DAY, now)
-        if line is None or used is None:
-            return None
-        return line - used
+        return self.facts(RoutingConfig(), now).pace_gap
 
     def ramp_boost(self, config: RoutingConfig, now: float) -> float:
-        """Use it or lose it: weight of the first tier whose bound covers the hours left."""
-        window = self.window(SEVEN_DAY, now)
-        if window is None or window.reset is None or window.utilization is None:
-            return 0.0
-        hours_left = max(0.0, (window.reset - now) / 3600.0)
-        weight = next((w for bound, w in config.ramp_tiers if bound >= hours_left), 0.0)
-        return max(0.0, 1.0 - window.utilization) * weight
+        return self.facts(config, now).ramp_boost
 
     def score(self, config: RoutingConfig, now: float) -> float | None:
         """gap + boost; None when the weekly window is unknown."""
-        gap = self.pace_gap(now)
-        if gap is None:
-            return None
-        return gap + self.ramp_boost(config, now)
+        return self.facts(config, now).score
 
     def far_over_line(self, config: RoutingConfig, now: float) -> bool:
-        gap = self.pace_gap(now)
-        return gap is not None and -gap > config.far_over_line
-
-    # -- load ------------------------------------------------------------------------
+        return self.facts(config, now).far_over_line
 
     def draining(self, config: RoutingConfig, now: float) -> bool:
-        """In the last ramp tier: weekly quota left now is lost at the reset, hours away.
-
-        Slowing such an account down before its 5h cap saves nothing (a 5h rejection costs
-        one transparent failover), so the 5h warn band and soft ceiling do not apply to it.
-        """
-        if not config.ramp_tiers:
-            return False
-        window = self.window(SEVEN_DAY, now)
-        if window is None or window.reset is None or window.utilization is None:
-            return False
-        return (window.reset - now) / 3600.0 <= config.ramp_tiers[0][0]
+        return self.facts(config, now).draining
 
     def inflight_cap(self, config: RoutingConfig, now: float) -> int:
-        if config.probe_gate and not self.proven:
-            return 1
-        used_5h = self.utilization(FIVE_HOUR, now)
-        if used_5h is not None and used_5h >= config.five_hour_warn and not self.draining(config, now):
-            return 1
-        return max(1, config.max_inflight_per_account)
+        return self.facts(config, now).inflight_cap
 
     def under_rail(self, config: RoutingConfig, now: float) -> bool:
-        used_5h = self.utilization(FIVE_HOUR, now)
-        return used_5h is None or used_5h < config.five_hour_soft_ceiling or self.draining(config, now)
+        return self.facts(config, now).under_rail
 
     # -- benches ---------------------------------------------------------------------
 

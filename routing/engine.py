@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from routing import persistence
-from routing.account_state import FIVE_HOUR, SEVEN_DAY, AccountState, UsageTotals
+from routing.account_state import FIVE_HOUR, SEVEN_DAY, AccountState, PaceFacts, UsageTotals
 from routing.capacity import AccountCapacity, pool_capacity
 from routing.config import RoutingConfig
 from routing.policy import (
@@ -231,41 +231,38 @@ class Router:
 
     # -- policy ----------------------------------------------------------------------
 
-    def _candidate(self, state: AccountState, now: float) -> Candidate:
+    def _candidate(self, state: AccountState, facts: PaceFacts, now: float) -> Candidate:
         config = self.config
-        week = state.window(SEVEN_DAY, now)
-        hours_left = None
-        if week is not None and week.reset is not None:
-            hours_left = max(0.0, (week.reset - now) / 3600.0)
         return Candidate(
             name=state.name,
             api_key=state.is_api_key,
             priority=state.spec.priority,
-            score=state.score(config, now),
-            gap=state.pace_gap(now),
-            boost=state.ramp_boost(config, now),
-            util_5h=state.utilization(FIVE_HOUR, now),
-            util_7d=None if week is None else week.utilization,
-            hours_to_weekly_reset=hours_left,
-            under_rail=state.under_rail(config, now),
+            score=facts.score,
+            gap=facts.pace_gap,
+            boost=facts.ramp_boost,
+            util_5h=facts.utilization_5h,
+            util_7d=facts.utilization_7d,
+            hours_to_weekly_reset=facts.hours_to_weekly_reset,
+            under_rail=facts.under_rail,
             inflight=state.inflight,
-            inflight_cap=state.inflight_cap(config, now),
+            inflight_cap=facts.inflight_cap,
             warm_sessions=self._sessions.warm_count(state.name, now, config.warm_window_s),
-            far_over_line=state.far_over_line(config, now),
-            draining=state.draining(config, now)
-            and week is not None
-            and week.utilization is not None
-            and week.utilization < config.switch_threshold - config.far_over_line,
+            far_over_line=facts.far_over_line,
+            expiring_quota=facts.draining
+            and facts.utilization_7d is not None
+            and facts.utilization_7d < config.switch_threshold - config.far_over_line,
         )
 
     def _usable(
-        self, state: AccountState, request: RequestInfo, now: float, exclude: Collection[str]
+        self, state: AccountState, facts: PaceFacts, request: RequestInfo, now: float
     ) -> bool:
+        """Usable for this request (§5), exclusions aside. A draining account has no
+        switch threshold: it serves until a window is rejected."""
+        threshold = None if facts.draining else self.config.switch_threshold
         return (
-            state.name not in exclude
-            and state.can_be_selected(now)
+            state.can_be_selected(now)
             and state.bench_for(model_family(request.model), now) is None
-            and state.blocking_window(request.model, self.config, now) is None
+            and state.blocking_window(request.model, now, threshold) is None
         )
 
     def _pool(
@@ -273,11 +270,13 @@ class Router:
     ) -> tuple[dict[str, Candidate], bool]:
         """Usable accounts as candidates; API keys only when no OAuth account is usable
         (with `api_keys_last_resort`). The flag says the pool is the last resort."""
-        usable = [
-            self._candidate(state, now)
-            for state in self._accounts.values()
-            if self._usable(state, request, now, exclude)
-        ]
+        usable: list[Candidate] = []
+        for state in self._accounts.values():
+            if state.name in exclude:
+                continue
+            facts = state.facts(self.config, now)
+            if self._usable(state, facts, request, now):
+                usable.append(self._candidate(state, facts, now))
         if self.config.api_keys_last_resort:
             oauth = [c for c in usable if not c.api_key]
             if oauth or not usable:

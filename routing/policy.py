@@ -12,10 +12,10 @@ loss of quota that bench/simulate.py showed:
   account has one, it stays. Otherwise a saturated fleet ping-pongs sessions.
 - Step 2 also narrows away from accounts far over their line (never to nothing), so that
   what it picks passes step 1 on the next request.
-- Use it or lose it: an account in the last ramp tier with at least `far_over_line` of
-  its week unused is drained: warm sessions move to it when it has a steady free slot
-  (reason `ramp`), and `AccountState.draining` lifts its 5h warn band, 5h soft ceiling
-  and switch threshold (it is used until it is rejected).
+- Use it or lose it: an account in the last ramp tier is drained. `AccountState.draining`
+  lifts its 5h warn band, 5h soft ceiling and switch threshold (it is used until it is
+  rejected), and while at least `far_over_line` of its week is unused, warm sessions move
+  to it when it has a steady free slot (reason `ramp`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Candidate:
     inflight_cap: int
     warm_sessions: int
     far_over_line: bool
-    draining: bool = False  # last ramp tier with at least `far_over_line` of its week unused
+    expiring_quota: bool = False  # last ramp tier, at least `far_over_line` of its week unused
 
     @property
     def has_room(self) -> bool:
@@ -102,12 +102,12 @@ def drain_target(
     expires within the last ramp tier, if that account can take a steady session. The
     cache rewrite is paid from quota that would be lost anyway; once there, the session
     stays until that account is spent or resets."""
-    if bound.draining:
+    if bound.expiring_quota:
         return None
     targets = [
         c
         for c in candidates
-        if c.draining and c.name != bound.name and c.under_rail and has_steady_room(c)
+        if c.expiring_quota and c.name != bound.name and c.under_rail and has_steady_room(c)
         and c.warm_sessions < config.max_sessions_per_account
     ]
     if not targets:

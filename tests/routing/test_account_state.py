@@ -88,17 +88,17 @@ def test_inflight_cap_probe_gate_and_warn_band() -> None:
 def test_blocking_window_threshold_and_model_scope() -> None:
     s = state()
     s.observe(200, limits(T0, u7=0.97), T0)
-    assert s.blocking_window("claude-opus-4-5", CONFIG, T0) is None
+    assert s.blocking_window("claude-opus-4-5", T0, 0.98) is None
     s.observe(200, limits(T0, u7=0.98), T0)
-    assert s.blocking_window("claude-opus-4-5", CONFIG, T0) == "7d"
+    assert s.blocking_window("claude-opus-4-5", T0, 0.98) == "7d"
     t = state()
     t.observe(200, parse_ratelimit_headers([
         ("anthropic-ratelimit-unified-7d_sonnet-status", "rejected"),
         ("anthropic-ratelimit-unified-7d_sonnet-reset", str(int(T0 + DAY))),
     ]), T0)
-    assert t.blocking_window("claude-sonnet-4-5", CONFIG, T0) == "7d_sonnet"
-    assert t.blocking_window("claude-opus-4-5", CONFIG, T0) is None
-    assert t.blocking_window("claude-sonnet-4-5", CONFIG, T0 + DAY) is None
+    assert t.blocking_window("claude-sonnet-4-5", T0, 0.98) == "7d_sonnet"
+    assert t.blocking_window("claude-opus-4-5", T0, 0.98) is None
+    assert t.blocking_window("claude-sonnet-4-5", T0 + DAY, 0.98) is None
 
 
 def test_bench_never_ends_before_the_reset_of_the_window_named_in_reason() -> None:

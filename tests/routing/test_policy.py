@@ -288,11 +288,11 @@ def test_drain_target_needs_a_draining_account_with_steady_room() -> None:
     from routing.policy import drain_target
 
     bound = cand("a", 0.0)
-    draining = cand("d", 35.0, draining=True, warm_sessions=2, inflight=1)
+    draining = cand("d", 35.0, expiring_quota=True, warm_sessions=2, inflight=1)
     assert drain_target([bound, draining], CONFIG, bound) == draining
     assert drain_target([bound, replace(draining, warm_sessions=5)], CONFIG, bound) is None
     assert drain_target([bound, replace(draining, under_rail=False)], CONFIG, bound) is None
-    assert drain_target([replace(bound, draining=True), draining], CONFIG, replace(bound, draining=True)) is None
+    assert drain_target([replace(bound, expiring_quota=True), draining], CONFIG, replace(bound, expiring_quota=True)) is None
 
 
 def test_draining_account_ignores_the_5h_warn_band_ceiling_and_threshold() -> None:
