@@ -1,0 +1,136 @@
+"""What an upstream answer means for the account and for the request (SPEC §6). Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from routing.ratelimits import RateLimits, window_applies_to_model
+
+OVERLOADED_COOLDOWN_S = 30.0   # 529: short, not the 429 ladder
+SERVER_ERROR_COOLDOWN_S = 10.0  # 500, 502, 503
+FORBIDDEN_STREAK_NEEDS_LOGIN = 2
+_MODEL_SCOPED_FAMILY = {"7d_sonnet": "sonnet", "7d_oi": "opus"}
+FIVE_HOURS_S = 5 * 3600.0
+WEEK_S = 7 * 86400.0
+
+
+def _window_length(name: str) -> float:
+    return FIVE_HOURS_S if name == "5h" else WEEK_S
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The classification of one response.
+
+    `failover`: try another account for this request (if none can serve, see `pass_through`).
+    `refresh_and_retry`: 401 on OAuth: force a token refresh and retry on the same account.
+    `bench_until`/`bench_family`: bench the account (or one model family on it) until then.
+    `pass_through_if_alone`: when no other account can serve, give the client this answer
+    rather than holding (5xx).
+    """
+
+    kind: str
+    reason: str
+    failover: bool = False
+    refresh_and_retry: bool = False
+    needs_login: bool = False
+    bench_until: float | None = None
+    bench_family: str | None = None
+    pass_through_if_alone: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+
+@dataclass
+class Streaks:
+    """Consecutive failures per account that escalate (they do not survive a restart)."""
+
+    bare_429: dict[str, int] = field(default_factory=dict)
+    forbidden: dict[str, int] = field(default_factory=dict)
+
+    def success(self, account: str) -> None:
+        self.bare_429.pop(account, None)
+        self.forbidden.pop(account, None)
+
+    def bump(self, table: dict[str, int], account: str) -> int:
+        table[account] = table.get(account, 0) + 1
+        return table[account]
+
+
+def _rejected_windows(limits: RateLimits, model: str | None) -> list[str]:
+    return [
+        name for name, window in limits.windows.items()
+        if window.rejected and window_applies_to_model(name, model)
+    ]
+
+
+def classify_429(limits: RateLimits, model: str | None, now: float, ladder: tuple[float, ...], streak: int) -> Verdict:
+    """A 429: window rejected, plain retry-after, or bare (request-scoped).
+
+    `streak` is the number of consecutive bare 429s on the account including this one.
+    """
+    rejected = _rejected_windows(limits, model)
+    if rejected:
+        resets = [limits.windows[name].reset for name in rejected if limits.windows[name].reset is not None]
+        until = max(resets) if resets else None
+        if limits.retry_after is not None:
+            until = max(until or 0.0, now + limits.retry_after)
+        if until is None:
+            until = now + (ladder[0] if ladder else 60.0)
+        # A hostile or garbled reset never benches longer than the window itself lasts.
+        until = min(until, now + max(_window_length(name) for name in rejected))
+        families = {_MODEL_SCOPED_FAMILY.get(name) for name in rejected}
+        family = families.pop() if len(families) == 1 else None
+        names = "/".join(rejected)
+        return Verdict("window", f"{names} window rejected", failover=True, bench_until=until, bench_family=family)
+    if limits.retry_after is not None:
+        return Verdict(
+            "retry-after", f"429 retry-after {limits.retry_after:g}s",
+            failover=True, bench_until=now + min(limits.retry_after, FIVE_HOURS_S),
+        )
+    if streak >= 2 and ladder:
+        step = ladder[min(streak - 2, len(ladder) - 1)]
+        return Verdict("bare-429", f"{streak} bare 429s in a row: backoff {step:g}s", failover=True, bench_until=now + step)
+    return Verdict("bare-429", "request-scoped 429 (not benched)", failover=True)
+
+
+def classify(
+    status: int,
+    limits: RateLimits,
+    *,
+    account: str,
+    oauth: bool,
+    model: str | None,
+    now: float,
+    ladder: tuple[float, ...],
+    streaks: Streaks,
+    refreshed_this_request: bool = False,
+) -> Verdict:
+    """Classify an upstream status for `account` and update its streaks."""
+    if status < 400:
+        streaks.success(account)
+        return Verdict("ok", "ok")
+    if status == 429:
+        streak = streaks.bump(streaks.bare_429, account) if limits.empty else 0
+        if not limits.empty:
+            streaks.bare_429.pop(account, None)
+        return classify_429(limits, model, now, ladder, streak)
+    if status == 401:
+        if oauth and not refreshed_this_request:
+            return Verdict("unauthorized", "401: refreshing the token", refresh_and_retry=True)
+        return Verdict("unauthorized", "401 after a fresh token: needs a new login", failover=True, needs_login=True)
+    if status == 403:
+        streak = streaks.bump(streaks.forbidden, account)
+        if streak >= FORBIDDEN_STREAK_NEEDS_LOGIN:
+            return Verdict("forbidden", f"{streak} × 403: needs a new login", failover=True, needs_login=True)
+        return Verdict("forbidden", "403 (excluded for this request)", failover=True)
+    if status == 529:
+        return Verdict("overloaded", "529 overloaded: cooling down 30s", failover=True,
+                       bench_until=now + OVERLOADED_COOLDOWN_S, pass_through_if_alone=True)
+    if status in (500, 502, 503):
+        return Verdict("server-error", f"{status}: cooling down {SERVER_ERROR_COOLDOWN_S:g}s", failover=True,
+                       bench_until=now + SERVER_ERROR_COOLDOWN_S, pass_through_if_alone=True)
+    return Verdict("client-error", str(status))
+
