@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,11 +17,15 @@ from urllib.parse import urlsplit
 from mitmproxy import command, ctx, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
+from routing.failures import Verdict, classify
 from routing.ratelimits import parse_ratelimit_headers
 from routing.request_info import read_request
-from routing.types import Decision, RequestInfo
-from teamclaude import endpoints, errors, gate, rewrite
+from routing.types import RequestInfo
+from teamclaude import endpoints, errors, gate, rewrite, upstream_client
+from teamclaude.accounts_store import Account
+from teamclaude.attempt import Attempt
 from teamclaude.credentials import NeedsLogin, OAuthError, UnknownAccount
+from teamclaude.hold import throttled_response_parts
 from teamclaude.service import ConfigError, Service, load_config
 from teamclaude.usage_tap import UsageTap, usage_from_json_body
 
@@ -30,17 +33,6 @@ logger = logging.getLogger("teamclaude")
 
 # Wire bytes of a streamed response kept so mitmweb can show it after the stream ended.
 KEEP_STREAM_BYTES = 4 * 1024 * 1024
-
-
-@dataclass
-class Attempt:
-    """What the addon remembers about a pooled flow between its hooks."""
-
-    decision: Decision
-    request: RequestInfo
-    started: float
-    tap: UsageTap | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def _path_only(path: str) -> str:
@@ -191,14 +183,19 @@ class TeamClaude:
             flow.response = _error_response(401, "authentication_error", errors.missing_key_message())
             return
         info = read_request(path, req.headers, req.raw_content if "content-encoding" not in req.headers else req.get_content(strict=False))
+        attempt = Attempt(info, service.clock())
+        self._attempts[flow.id] = attempt
         try:
-            await self._route(flow, info)
+            account = await self._acquire(flow, attempt)
+            if account is None:
+                self._respond_no_account(flow, attempt)
+                return
+            self._rewrite(flow, attempt, account)
+            self._start_header_timer(flow, attempt)
         except Exception:
             # Never let a request go upstream half-rewritten (it could carry the proxy key).
             logger.exception("teamclaude: internal error while routing %s", path)
-            attempt = self._attempts.pop(flow.id, None)
-            if attempt is not None:
-                service.router.release(attempt.decision.ticket, service.clock())
+            self._release(attempt, None)
             flow.response = _error_response(500, "api_error", "teamclaude: internal error while routing; see the proxy log")
 
     async def _answer_local(self, flow: http.HTTPFlow, path: str) -> None:
@@ -212,138 +209,270 @@ class TeamClaude:
         )
         flow.response = _json_response(status, document)
 
-    async def _route(self, flow: http.HTTPFlow, info: RequestInfo) -> None:
+    # ----- choosing an account (with holds) and getting its credentials -----
+    async def _acquire(self, flow: http.HTTPFlow, attempt: Attempt) -> Account | None:
+        """Select an account for the request (holding inference while none can serve) and
+        return it with fresh credentials; None when nothing can serve within the budget."""
         service = self.service
         assert service is not None
-        tried: set[str] = set()
+        info = attempt.request
         while True:
-            now = service.clock()
-            decision = service.router.select(info, now, exclude=tried)
+            decision = service.router.select(info, service.clock(), exclude=attempt.tried)
+            if decision is None and info.is_inference and service.accounts.accounts:
+                began = service.clock()
+                decision = await service.hold(info, attempt.tried, service.settings.hold_budget_s)
+                attempt.held_s += service.clock() - began
             if decision is None:
-                self._refuse_no_account(flow, info, tried)
-                return
-            attempt = Attempt(decision, info, now)
-            self._attempts[flow.id] = attempt
+                attempt.decision = None
+                return None
+            attempt.choose(decision)
             try:
-                account = await service.credentials.fresh(decision.account)
+                return await service.credentials.fresh(decision.account)
             except (OAuthError, UnknownAccount) as exc:
                 # NeedsLogin is an OAuthError; a token endpoint that is down while the token
                 # has already expired is one too: either way this account cannot serve now.
-                self._attempts.pop(flow.id, None)
-                service.router.release(decision.ticket, service.clock())
+                self._release(attempt, None)
                 if isinstance(exc, NeedsLogin):
                     service.router.mark_needs_login(decision.account, True)
                 logger.warning("teamclaude: %s", exc)
-                tried.add(decision.account)
-                continue
-            if flow.id not in self._attempts:
-                # The client went away while the token was refreshed; `error` released the slot.
-                return
-            if account.type == "oauth":
-                rewrite.apply_oauth(flow.request.headers, account.access_token or "")
-            else:
-                rewrite.apply_api_key(flow.request.headers, account.api_key or "")
-            self._annotate(flow, attempt)
-            service.changed()
-            return
+                attempt.fail(None, "no usable token")
 
-    def _refuse_no_account(self, flow: http.HTTPFlow, info: RequestInfo, tried: set[str]) -> None:
+    def _rewrite(self, flow: http.HTTPFlow, attempt: Attempt, account: Account) -> None:
+        if account.type == "oauth":
+            rewrite.apply_oauth(flow.request.headers, account.access_token or "")
+        else:
+            rewrite.apply_api_key(flow.request.headers, account.api_key or "")
+        self._annotate(flow, attempt)
+        assert self.service is not None
+        self.service.changed()
+
+    def _release(self, attempt: Attempt, status: int | None, usage=None) -> None:
+        service = self.service
+        if attempt.decision is not None and service is not None:
+            service.router.release(attempt.decision.ticket, service.clock(), usage, status)
+            service.changed()
+
+    def _respond_no_account(self, flow: http.HTTPFlow, attempt: Attempt) -> None:
+        """No account can serve: 503 with no accounts at all, else the 429 of SPEC §6.4."""
         service = self.service
         assert service is not None
+        now = service.clock()
         if not service.accounts.accounts:
             message = "teamclaude has no accounts: add one with `teamclaude login` or `teamclaude import`."
             flow.response = _error_response(503, "api_error", message)
         else:
-            message = "teamclaude: no account can serve this request now"
-            if tried:
-                message += f" ({', '.join(sorted(tried))} need a new login: run `teamclaude login`)"
-            flow.response = _error_response(429, "rate_limit_error", message)
-            flow.response.headers["retry-after"] = "5"
-            flow.response.headers["x-should-retry"] = "true"
-        flow.comment = message
-        service.activity.add(
-            t=service.clock(), method=flow.request.method, path=info.path, account=None,
-            session=info.session_id, model=info.model, status=flow.response.status_code,
-            duration_ms=0, reason="none", level="error", note=message,
-        )
-        service.changed()
+            body, headers = throttled_response_parts(
+                len(service.accounts.accounts), service.soonest_free(now), now, attempt.held_s,
+                service.settings.client_retry_after_max_s,
+            )
+            flow.response = http.Response.make(429, body, headers)
+        attempt.notes.append("no account could serve")
+        self._finish(flow, attempt, flow.response.status_code, None, level="error")
 
+    # ----- upstream header timeout -----
+    def _start_header_timer(self, flow: http.HTTPFlow, attempt: Attempt) -> None:
+        assert self.service is not None
+        timeout = self.service.settings.upstream_timeout_s
+        attempt.header_timer = asyncio.get_running_loop().call_later(timeout, self._header_timeout, flow, timeout)
+
+    def _header_timeout(self, flow: http.HTTPFlow, timeout: float) -> None:
+        """Close a server connection that sent no headers in time, so it cannot wedge the
+        request (mitmproxy 11 cannot kill a flow in transit; closing its connection works)."""
+        attempt = self._attempts.get(flow.id)
+        if attempt is None or flow.response is not None:
+            return
+        attempt.notes.append(f"no response headers within {timeout:g}s")
+        proxyserver = ctx.master.addons.get("proxyserver")
+        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+        if handler is not None and flow.server_conn is not None:
+            handler.close_connection(flow.server_conn)
+
+    @staticmethod
+    def _stop_header_timer(attempt: Attempt) -> None:
+        if attempt.header_timer is not None:
+            attempt.header_timer.cancel()
+            attempt.header_timer = None
+
+    # ----- responses -----
     def _annotate(self, flow: http.HTTPFlow, attempt: Attempt, outcome: dict[str, Any] | None = None) -> None:
-        decision = attempt.decision
-        meta = {
-            "account": decision.account,
-            "reason": decision.reason,
-            "detail": decision.detail,
-            "session": attempt.request.session_id,
-            "model": attempt.request.model,
-            "stream": attempt.request.stream,
-        }
-        if outcome:
-            meta["outcome"] = outcome
-        if attempt.notes:
-            meta["notes"] = list(attempt.notes)
-        flow.metadata["teamclaude"] = meta
-        comment = f"{decision.account} · {decision.reason}: {decision.detail}"
-        if outcome:
-            comment += f" → {outcome.get('status')}"
-            if outcome.get("tokens"):
-                comment += f" · {outcome['tokens']} tok"
-        flow.comment = comment
+        flow.metadata["teamclaude"] = attempt.metadata(outcome)
+        flow.comment = attempt.comment(outcome)
+        if attempt.mark():
+            flow.marked = attempt.mark()
+
+    def _observe(self, attempt: Attempt, status: int, headers) -> Verdict:
+        """Feed a response's headers to the engine and classify it (SPEC §4, §6)."""
+        service = self.service
+        assert service is not None and attempt.decision is not None
+        now = service.clock()
+        account = attempt.decision.account
+        limits = parse_ratelimit_headers(headers)
+        service.router.observe(account, status, limits, now)
+        if limits.unknown:
+            attempt.notes.append("new rate-limit headers: " + ", ".join(limits.unknown))
+        spec = service.account(account)
+        verdict = classify(
+            status, limits, account=account, oauth=spec is not None and spec.type == "oauth",
+            model=attempt.request.model, now=now, ladder=service.settings.backoff_ladder_s,
+            streaks=service.streaks, refreshed_this_request=attempt.refreshed,
+        )
+        service.apply_verdict(account, verdict, now)
+        return verdict
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         attempt = self._attempts.get(flow.id)
-        service = self.service
-        if attempt is None or service is None or flow.response is None:
+        if attempt is None or attempt.decision is None or flow.response is None:
             return
+        self._stop_header_timer(attempt)
         response = flow.response
-        limits = parse_ratelimit_headers(response.headers.items(multi=True))
-        service.router.observe(attempt.decision.account, response.status_code, limits, service.clock())
-        if limits.unknown:
-            attempt.notes.append("new rate-limit headers: " + ", ".join(limits.unknown))
+        attempt.verdict = self._observe(attempt, response.status_code, response.headers.items(multi=True))
         if response.headers.get("content-type", "").startswith("text/event-stream"):
             attempt.tap = UsageTap(response.headers.get("content-encoding"), keep_bytes=KEEP_STREAM_BYTES)
             response.stream = attempt.tap
-        service.changed()
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        attempt = self._attempts.pop(flow.id, None)
+    async def response(self, flow: http.HTTPFlow) -> None:
+        attempt = self._attempts.get(flow.id)
         service = self.service
-        if attempt is None or service is None or flow.response is None:
+        if attempt is None or service is None or flow.response is None or attempt.decision is None:
             return
+        verdict = attempt.verdict
+        if verdict is not None and attempt.tap is None and (verdict.failover or verdict.refresh_and_retry):
+            if service.settings.failover == "client":
+                await self._client_throttle(flow, attempt, verdict)
+            else:
+                await self._transparent_retry(flow, attempt, verdict)
+            if flow.id not in self._attempts:
+                return
         response = flow.response
         if attempt.tap is not None:
             usage = attempt.tap.usage
             if not attempt.tap.wire_truncated:
                 response.raw_content = attempt.tap.wire_bytes()
         elif response.status_code < 300:
-            usage = usage_from_json_body(response.get_content(strict=False))
+            usage = _usage_of_whole_body(response)
         else:
             usage = None
         self._finish(flow, attempt, response.status_code, usage, level="info" if response.status_code < 400 else "warn")
 
     def error(self, flow: http.HTTPFlow) -> None:
-        attempt = self._attempts.pop(flow.id, None)
+        attempt = self._attempts.get(flow.id)
         if attempt is None or self.service is None:
             return
         usage = attempt.tap.usage if attempt.tap is not None else None
         status = flow.response.status_code if flow.response is not None else None
-        message = flow.error.msg if flow.error else "connection error"
-        attempt.notes.append(message)
+        attempt.notes.append(flow.error.msg if flow.error else "connection error")
         self._finish(flow, attempt, status, usage, level="error")
 
     def _finish(self, flow: http.HTTPFlow, attempt: Attempt, status: int | None, usage, level: str) -> None:
+        """Exactly once per pooled flow: release the slot, redact, annotate, log the activity."""
         service = self.service
         assert service is not None
+        self._attempts.pop(flow.id, None)
+        self._stop_header_timer(attempt)
         now = service.clock()
-        service.router.release(attempt.decision.ticket, now, usage, status)
-        rewrite.redact_injected(flow.request.headers, attempt.decision.account)
+        account = attempt.decision.account if attempt.decision else attempt.last_account
+        reason = attempt.decision.reason if attempt.decision else "none"
+        self._release(attempt, status, usage)
+        if account:
+            rewrite.redact_injected(flow.request.headers, account)
+        duration_ms = round((now - attempt.started) * 1000)
         tokens = usage.total if usage is not None else 0
-        self._annotate(flow, attempt, {"status": status, "tokens": tokens, "duration_ms": round((now - attempt.started) * 1000)})
+        self._annotate(flow, attempt, {"status": status, "tokens": tokens, "duration_ms": duration_ms})
+        notes = [f"{h['account']} {h['status']} {h['reason']}" for h in attempt.history] + attempt.notes
         service.activity.add(
-            t=now, method=flow.request.method, path=attempt.request.path, account=attempt.decision.account,
+            t=now, method=flow.request.method, path=attempt.request.path, account=account,
             session=attempt.request.session_id, model=attempt.request.model, status=status,
-            duration_ms=round((now - attempt.started) * 1000), reason=attempt.decision.reason,
-            level=level, note="; ".join(attempt.notes),
+            duration_ms=duration_ms, reason="failover" if attempt.history else reason,
+            level=level if not attempt.history or level != "info" else "warn", note="; ".join(notes),
         )
-        service.changed()
 
+    # ----- failover (SPEC §6.1) -----
+    async def _client_throttle(self, flow: http.HTTPFlow, attempt: Attempt, verdict: Verdict) -> None:
+        """`failover: client`: turn the failure into a throttle Claude Code retries at once;
+        the engine already benched the account, so the retry lands elsewhere, streaming."""
+        service = self.service
+        assert service is not None and attempt.decision is not None and flow.response is not None
+        account = attempt.decision.account
+        if verdict.refresh_and_retry:
+            try:
+                await service.credentials.fresh(account, force=True)
+            except OAuthError as exc:
+                service.apply_verdict(account, Verdict("unauthorized", str(exc), needs_login=isinstance(exc, NeedsLogin)), service.clock())
+        elif verdict.pass_through_if_alone and not service.router.can_serve(attempt.request, service.clock(), {account}):
+            return
+        original = flow.response.status_code
+        for name in [n for n in flow.response.headers if n.lower().startswith("anthropic-ratelimit-unified")]:
+            del flow.response.headers[name]
+        can_serve = service.router.can_serve(attempt.request, service.clock())
+        flow.response.status_code = 429
+        flow.response.headers["retry-after"] = "0" if can_serve else "1"
+        flow.response.headers["x-should-retry"] = "true"
+        flow.response.headers["content-type"] = "application/json"
+        flow.response.content = errors.error_body(
+            "rate_limit_error", f"teamclaude: {account} answered {original} ({verdict.reason}); retry to use another account",
+        )
+        attempt.history.append({"account": account, "status": original, "reason": verdict.reason + " (client retries)"})
+
+    async def _transparent_retry(self, flow: http.HTTPFlow, attempt: Attempt, verdict: Verdict) -> None:
+        """`failover: transparent`: re-send the request ourselves until an account answers
+        well or none is left; its answer replaces the failed one (buffered, SPEC §6.1)."""
+        service = self.service
+        assert service is not None and flow.response is not None
+        self._show_failed_attempt(flow, attempt)
+        while verdict.failover or verdict.refresh_and_retry:
+            assert attempt.decision is not None
+            status = flow.response.status_code
+            account: Account | None = None
+            if verdict.refresh_and_retry:
+                try:
+                    account = await service.credentials.fresh(attempt.decision.account, force=True)
+                    attempt.refreshed = True
+                    attempt.notes.append(f"{attempt.decision.account}: token refreshed after 401")
+                except OAuthError as exc:
+                    service.apply_verdict(attempt.decision.account, Verdict("unauthorized", str(exc), needs_login=isinstance(exc, NeedsLogin)), service.clock())
+            if account is None:
+                alone = not service.router.can_serve(attempt.request, service.clock(), attempt.tried | {attempt.decision.account})
+                if verdict.pass_through_if_alone and alone:
+                    return
+                attempt.fail(status, verdict.reason)
+                self._release(attempt, status)
+                account = await self._acquire(flow, attempt)
+                if account is None:
+                    self._respond_no_account(flow, attempt)
+                    return
+            self._rewrite(flow, attempt, account)
+            try:
+                answer = await upstream_client.send(
+                    flow.request.method, flow.request.url, list(flow.request.headers.items(multi=True)),
+                    flow.request.raw_content or b"", header_timeout_s=service.settings.upstream_timeout_s,
+                )
+            except upstream_client.UpstreamError as exc:
+                verdict = Verdict("connection", f"connection failed: {exc}", failover=True)
+                flow.response = _error_response(502, "api_error", f"teamclaude: upstream connection failed: {exc}")
+                continue
+            verdict = self._observe(attempt, answer.status, answer.headers)
+            flow.response = http.Response.make(answer.status, b"", answer.headers)
+            flow.response.raw_content = answer.body
+            flow.response.headers["content-length"] = str(len(answer.body))
+
+    def _show_failed_attempt(self, flow: http.HTTPFlow, attempt: Attempt) -> None:
+        """Put a redacted copy of the failed first attempt into mitmweb's flow list."""
+        view = ctx.master.addons.get("view")
+        if view is None or attempt.decision is None:
+            return
+        failed = flow.copy()
+        rewrite.redact_injected(failed.request.headers, attempt.decision.account)
+        failed.comment = f"teamclaude: failed attempt on {attempt.decision.account} ({attempt.verdict.reason if attempt.verdict else ''}); retried transparently"
+        failed.marked = ":x:"
+        failed.metadata["teamclaude"] = {"failed_attempt_of": flow.id, "account": attempt.decision.account}
+        view.add([failed])
+
+
+def _usage_of_whole_body(response: http.Response):
+    """Usage of a buffered response: JSON, or a whole SSE body (a transparent retry)."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        tap = UsageTap(response.headers.get("content-encoding"))
+        tap(response.raw_content or b"")
+        tap(b"")
+        return tap.usage
+    return usage_from_json_body(response.get_content(strict=False))

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from routing.engine import Router
+from routing.failures import Streaks, Verdict
+from routing.types import Decision, RequestInfo
 from routing.usage import default_prices
 from teamclaude import __version__
 from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore
 from teamclaude.activity import ActivityLog
 from teamclaude.credentials import CredentialManager
+from teamclaude.hold import Waker
 from teamclaude.settings import Settings, SettingsError, load_settings
 from teamclaude.statefile import StateWriter, read_state
 
@@ -84,6 +87,8 @@ class Service:
         self.started_at = clock()
         self.config_error: str | None = None
         self.writer = StateWriter(self.settings.state_file, self.snapshot)
+        self.waker = Waker()
+        self.streaks = Streaks()
         self._restore_persistent()
 
     # ----- identity -----
@@ -104,7 +109,51 @@ class Service:
             self.router.restore_persistent(previous["persist"], self.clock())
 
     def changed(self) -> None:
+        """Something a reader or a held request may care about changed."""
         self.writer.mark_dirty()
+        self.waker.notify()
+
+    # ----- failures and holds -----
+    def apply_verdict(self, account: str, verdict: Verdict, now: float) -> None:
+        """The effect of a classified response on its account (SPEC §6)."""
+        if verdict.bench_until is not None:
+            self.router.bench(account, verdict.bench_until, verdict.reason, now, verdict.bench_family)
+            logger.warning("teamclaude: %s benched: %s", account, verdict.reason)
+        if verdict.needs_login:
+            self.router.mark_needs_login(account, True)
+            logger.warning("teamclaude: %s needs a new login (%s): run `teamclaude login`", account, verdict.reason)
+        self.changed()
+
+    async def hold(self, request: RequestInfo, exclude: set[str], budget_s: float) -> Decision | None:
+        """Wait until an account can serve (woken by releases, headers and bench ends)."""
+        deadline = self.clock() + budget_s
+        while True:
+            now = self.clock()
+            decision = self.router.select(request, now, exclude=exclude)
+            if decision is not None or now >= deadline:
+                return decision
+            timeout = min(deadline - now, self.settings.hold_poll_s)
+            next_change = self.router.next_change_at(now)
+            if next_change is not None:
+                timeout = min(timeout, next_change - now + 0.01)
+            await self.waker.wait(timeout)
+
+    def soonest_free(self, now: float) -> tuple[str, float] | None:
+        """(account, when) of the account that frees up first, from the engine's snapshot."""
+        best: tuple[str, float] | None = None
+        threshold = self.settings.switch_threshold
+        for account in self.router.snapshot(now).get("accounts", []):
+            if account.get("disabled") or account.get("needs_login"):
+                continue
+            moments = [account.get("bench_until") or 0.0]
+            for window in (account.get("windows") or {}).values():
+                blocked = window.get("status") == "rejected" or (window.get("utilization") or 0) >= threshold
+                if blocked and window.get("reset"):
+                    moments.append(window["reset"])
+            free_at = max(moments)
+            if free_at > now and (best is None or free_at < best[1]):
+                best = (account["name"], free_at)
+        return best
 
     def snapshot(self) -> dict[str, Any]:
         now = self.clock()

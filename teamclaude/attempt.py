@@ -1,0 +1,87 @@
+"""What the addon remembers about one pooled request between hooks, and how it is shown."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from routing.failures import Verdict
+from routing.types import Decision, RequestInfo
+from teamclaude.usage_tap import UsageTap
+
+FAILOVER_MARK = ":arrows_counterclockwise:"
+HOLD_MARK = ":hourglass_flowing_sand:"
+
+
+@dataclass
+class Attempt:
+    request: RequestInfo
+    started: float
+    decision: Decision | None = None
+    tap: UsageTap | None = None
+    verdict: Verdict | None = None
+    tried: set[str] = field(default_factory=set)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    refreshed: bool = False
+    held_s: float = 0.0
+    header_timer: asyncio.TimerHandle | None = None
+    last_account: str | None = None
+
+    def choose(self, decision: Decision) -> None:
+        self.decision = decision
+        self.last_account = decision.account
+        self.refreshed = False
+
+    def fail(self, status: int | None, reason: str) -> None:
+        """Record the current account's failed answer and stop counting it for this request."""
+        account = self.decision.account if self.decision else self.last_account
+        self.history.append({"account": account, "status": status, "reason": reason})
+        if account:
+            self.tried.add(account)
+
+    def metadata(self, outcome: dict[str, Any] | None = None) -> dict[str, Any]:
+        decision = self.decision
+        meta: dict[str, Any] = {
+            "account": decision.account if decision else None,
+            "reason": decision.reason if decision else None,
+            "detail": decision.detail if decision else None,
+            "session": self.request.session_id,
+            "model": self.request.model,
+            "stream": self.request.stream,
+        }
+        if self.history:
+            meta["failed_attempts"] = list(self.history)
+        if self.held_s:
+            meta["held_s"] = round(self.held_s, 3)
+        if self.notes:
+            meta["notes"] = list(self.notes)
+        if outcome:
+            meta["outcome"] = outcome
+        return meta
+
+    def comment(self, outcome: dict[str, Any] | None = None) -> str:
+        decision = self.decision
+        parts = []
+        for failed in self.history:
+            parts.append(f"{failed['account']} {failed['status'] or 'failed'} ({failed['reason']}) ⇒")
+        if self.held_s >= 0.5:
+            parts.append(f"held {self.held_s:.0f}s ⇒")
+        if decision is not None:
+            parts.append(f"{decision.account} · {decision.reason}: {decision.detail}")
+        else:
+            parts.append("no account could serve")
+        text = " ".join(parts)
+        if outcome:
+            text += f" → {outcome.get('status')}"
+            if outcome.get("tokens"):
+                text += f" · {outcome['tokens']} tok"
+        return text
+
+    def mark(self) -> str:
+        if self.history:
+            return FAILOVER_MARK
+        if self.held_s >= 0.5:
+            return HOLD_MARK
+        return ""

@@ -1,0 +1,69 @@
+"""Holding requests while every account is throttled (SPEC §6.4)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from teamclaude import errors
+
+
+class Waker:
+    """Wakes every waiting request at once when capacity may have come back."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        event = self._event
+        try:
+            await asyncio.wait_for(event.wait(), max(0.0, timeout))
+        except TimeoutError:
+            pass
+
+
+def retry_after_seconds(free_at: float | None, now: float, ceiling: int) -> int:
+    """Seconds to the soonest reset, clamped to [1, ceiling] (Claude Code gives up above 60)."""
+    if free_at is None:
+        return ceiling
+    return int(min(max(1, math.ceil(free_at - now)), ceiling))
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def throttled_message(accounts: int, soonest: tuple[str, float] | None, now: float, held_s: float) -> str:
+    text = f"teamclaude: all {accounts} accounts are throttled"
+    if soonest is not None:
+        name, at = soonest
+        stamp = time.strftime("%H:%M UTC", time.gmtime(at))
+        text += f"; the soonest, {name}, frees up in {_duration(at - now)} (at {stamp})"
+    if held_s >= 1:
+        text += f"; this request was held {_duration(held_s)}"
+    return text + "."
+
+
+def throttled_response_parts(
+    accounts: int, soonest: tuple[str, float] | None, now: float, held_s: float, ceiling: int
+) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of the 429 a client gets when no account can serve."""
+    body = errors.error_body("rate_limit_error", throttled_message(accounts, soonest, now, held_s))
+    headers = {
+        **errors.JSON_HEADERS,
+        "retry-after": str(retry_after_seconds(soonest[1] if soonest else None, now, ceiling)),
+        "x-should-retry": "true",
+    }
+    return body, headers

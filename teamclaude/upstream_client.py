@@ -1,0 +1,126 @@
+"""A small async HTTP/1.1 client for the addon's own upstream calls (transparent failover).
+
+mitmproxy 11 has no API to re-send a live flow, so a retry is made here and its answer
+replaces the failed one. The body is read whole: an addon-made response cannot stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+    "upgrade", "proxy-authorization", "proxy-authenticate", "content-length", "host",
+})
+_MAX_HEADER_BYTES = 256 * 1024
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or broke the response off."""
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def _request_bytes(method: str, url: str, headers: list[tuple[str, str]], body: bytes) -> tuple[str, int, bool, bytes]:
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    host = parts.hostname or ""
+    port = parts.port or (443 if secure else 80)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    host_header = host if parts.port is None else f"{host}:{port}"
+    lines = [f"{method} {target} HTTP/1.1", f"host: {host_header}"]
+    lines += [f"{name}: {value}" for name, value in headers if name.lower() not in _HOP_BY_HOP]
+    lines += [f"content-length: {len(body)}", "connection: close"]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return host, port, secure, head + body
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, str, list[tuple[str, str]]]:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        raise UpstreamError("connection closed before the response") from exc
+    except asyncio.LimitOverrunError as exc:
+        raise UpstreamError("response headers too large") from exc
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise UpstreamError(f"bad status line {status_line[:60]!r}")
+    headers = []
+    for line in header_lines:
+        if line:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+    return int(parts[1]), parts[2] if len(parts) > 2 else "", headers
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass
+            return bytes(body)
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]], status: int, method: str) -> bytes:
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return b""
+    lowered = {name.lower(): value for name, value in headers}
+    try:
+        if "chunked" in lowered.get("transfer-encoding", "").lower():
+            return await _read_chunked(reader)
+        if "content-length" in lowered:
+            return await reader.readexactly(int(lowered["content-length"]))
+        return await reader.read()
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        raise UpstreamError("response body cut off") from exc
+
+
+async def send(
+    method: str,
+    url: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    *,
+    header_timeout_s: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> UpstreamResponse:
+    """One request on a fresh connection. Raises UpstreamError on any transport failure."""
+    host, port, secure, payload = _request_bytes(method, url, headers, body)
+    context = (ssl_context or ssl.create_default_context()) if secure else None
+    writer = None
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context, server_hostname=host if secure else None,
+                                    limit=_MAX_HEADER_BYTES),
+            header_timeout_s,
+        )
+        writer.write(payload)
+        await writer.drain()
+        status, reason, response_headers = await asyncio.wait_for(_read_head(reader), header_timeout_s)
+        response_body = await _read_body(reader, response_headers, status, method)
+    except TimeoutError as exc:
+        raise UpstreamError(f"no response headers within {header_timeout_s:g}s") from exc
+    except OSError as exc:
+        raise UpstreamError(f"{exc.__class__.__name__}: {exc.strerror or exc}") from exc
+    finally:
+        if writer is not None:
+            writer.close()
+    kept = [(name, value) for name, value in response_headers if name.lower() not in ("transfer-encoding", "connection", "keep-alive")]
+    return UpstreamResponse(status, reason, kept, response_body)
