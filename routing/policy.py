@@ -7,12 +7,13 @@ should take new work. No sorting beyond the candidates, no history.
 
 Three refinements go beyond the letter of §5; each stops a cache-breaking pattern or a
 loss of quota that bench/simulate.py showed:
-- A warm session whose account is at its in-flight cap moves only to an account with a
-  steady free slot (not one its own warm sessions will claim again in a moment); when no
-  account has one, it stays. Otherwise a saturated fleet ping-pongs sessions.
-- Step 2 also narrows away from accounts far over their line (never to nothing), so that
-  what it picks passes step 1 on the next request.
-- Use it or lose it: an account in the last ramp tier is drained. `AccountState.draining`
+- A warm session that fails step 1 moves only to an account that passes step 1 with room
+  to spare (`can_take_session`); when none does, it stays. Sequential narrowing "never to
+  nothing" would otherwise bounce sessions between accounts that each fail a different
+  test (a slot freed for a moment, an account just under its line).
+- For new work, step 2 also narrows away from accounts far over their line (never to
+  nothing), so that what it picks passes step 1 on the next request.
+- Use it or lose it: an account in the last ramp tier is drained. `AccountState.facts`
   lifts its 5h warn band, 5h soft ceiling and switch threshold (it is used until it is
   rejected), and while at least `far_over_line` of its week is unused, warm sessions move
   to it when it has a steady free slot (reason `ramp`).
@@ -119,49 +120,55 @@ def _narrow(stage: list[Candidate], keep: list[Candidate]) -> list[Candidate]:
     return keep if keep else stage
 
 
+def can_take_session(candidate: Candidate, config: RoutingConfig) -> bool:
+    """Could this account take a warm session from elsewhere and keep it?
+
+    It must pass step 1 with room to spare: under the 5h rail, a steady free slot (one its
+    own warm sessions will not claim back in a moment), under the session cap, and at
+    least half the band clear of far-over-line. Anything less and the moved session would
+    be moved again soon, paying a second cache rewrite.
+    """
+    return (
+        candidate.under_rail
+        and has_steady_room(candidate)
+        and candidate.warm_sessions < config.max_sessions_per_account
+        and (candidate.gap is None or candidate.gap >= -config.far_over_line / 2)
+    )
+
+
 def choose(
     candidates: Sequence[Candidate], config: RoutingConfig, bound: Candidate | None = None
 ) -> Choice:
-    """Step 2 of §5: narrow by the 5h rail, then the in-flight cap, then the session cap,
-    then away from accounts far over their line, never to nothing; take the best score,
-    ties within `pace_tie_band` broken by priority, fewest warm sessions, fewest in
-    flight, then name.
+    """Step 2 of §5.
 
-    `bound` is the account a warm session is bound to but which failed the keep test. If
-    it survives every narrowing step (every other account shares its problem), moving the
-    session would break its cache for nothing, so it stays.
+    New work: narrow by the 5h rail, then the in-flight cap, then the session cap, then
+    away from accounts far over their line, never to nothing; take the best score, ties
+    within `pace_tie_band` broken by priority, fewest warm sessions, fewest in flight,
+    then name.
+
+    `bound` is the account a warm session is bound to but which failed the keep test. It
+    moves only to an account that can take it for good (`can_take_session`), the best of
+    those by the same ranking; if none can, every other account shares its problem and
+    moving would break the session's cache for nothing, so it stays.
     """
     if not candidates:
         raise ValueError("choose() needs at least one candidate")
+    if bound is not None:
+        targets = [c for c in candidates if c.name != bound.name and can_take_session(c, config)]
+        if not targets:
+            return Choice(bound, kept=True, why="no other account can take it for good")
+        return _best(targets, config)
     stage = list(candidates)
     stage = _narrow(stage, [c for c in stage if c.under_rail])
-    if bound is not None and keep_failure(bound) == BLOCKED:
-        # A warm session whose account is at its in-flight cap moves only to an account
-        # that can take a steady session: a free slot not already claimed by that
-        # account's own warm sessions. Moving to a slot freed for a moment would only
-        # start a ping-pong of cache-breaking rebinds; if no account can take it, every
-        # account is full and the session stays where its cache is.
-        movers = [c for c in stage if c.name != bound.name and has_steady_room(c)]
-        if not movers:
-            return Choice(bound, kept=True, why="every account is at its in-flight cap")
-        stage = movers
     stage = _narrow(stage, [c for c in stage if c.has_room])
-    stage = _narrow(
-        stage,
-        [
-            c
-            for c in stage
-            if c.warm_sessions - (1 if bound is not None and c.name == bound.name else 0)
-            < config.max_sessions_per_account
-        ],
-    )
+    stage = _narrow(stage, [c for c in stage if c.warm_sessions < config.max_sessions_per_account])
     # What step 2 picks must pass step 1 on the next request, or the session is moved
     # again at once: so avoid accounts far over their line too (never to nothing).
     stage = _narrow(stage, [c for c in stage if not c.far_over_line])
-    if bound is not None:
-        survivor = next((c for c in stage if c.name == bound.name), None)
-        if survivor is not None:
-            return Choice(survivor, kept=True, why=_kept_why(survivor))
+    return _best(stage, config)
+
+
+def _best(stage: list[Candidate], config: RoutingConfig) -> Choice:
     best = max(c.rank_score for c in stage)
     if math.isinf(best):
         tied = [c for c in stage if math.isinf(c.rank_score)]
@@ -169,14 +176,6 @@ def choose(
         tied = [c for c in stage if c.rank_score >= best - config.pace_tie_band]
     winner = min(tied, key=lambda c: (c.priority, c.warm_sessions, c.inflight, c.name))
     return Choice(winner, kept=False, why=describe_pick(winner, len(tied)))
-
-
-def _kept_why(candidate: Candidate) -> str:
-    if not candidate.under_rail:
-        return "every account is over its 5h soft ceiling"
-    if not candidate.has_room:
-        return "every account is at its in-flight cap"
-    return "every account is far over its weekly line"
 
 
 def describe_pick(candidate: Candidate, tied: int = 1) -> str:

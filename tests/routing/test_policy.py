@@ -265,7 +265,7 @@ def test_switch_threshold_makes_an_account_unusable(util: float) -> None:
 def test_blocked_session_moves_only_to_a_steady_free_slot() -> None:
     bound = cand("a", 0.0, inflight=5, warm_sessions=6)
     momentary = cand("b", 0.5, inflight=4, warm_sessions=5)  # its own sessions claim it
-    steady = cand("c", -0.2, inflight=1, warm_sessions=2)
+    steady = cand("c", -0.04, inflight=1, warm_sessions=2)
     assert choose([bound, momentary], CONFIG, bound).kept
     assert choose([bound, momentary, steady], CONFIG, bound).candidate.name == "c"
 
@@ -331,3 +331,13 @@ def test_warm_session_moves_to_an_account_whose_quota_is_about_to_expire() -> No
     r.release(moved.ticket, T0 + 140)
     stays = r.select(req("s"), T0 + 150)
     assert stays is not None and stays.account == "exp" and stays.reason == "bound"
+
+
+def test_a_moved_session_goes_only_where_it_can_stay() -> None:
+    bound = cand("a", -0.3, gap=-0.3, far_over_line=True)
+    near_limit = cand("b", -0.07, gap=-0.07)  # would be far over after a little drift
+    over_rail = cand("c", 0.2, under_rail=False)
+    crowded = cand("d", 0.2, warm_sessions=7)
+    assert choose([bound, near_limit, over_rail, crowded], CONFIG, bound).kept
+    clear = cand("e", -0.04, gap=-0.04)
+    assert choose([bound, near_limit, over_rail, crowded, clear], CONFIG, bound).candidate.name == "e"
