@@ -85,12 +85,13 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
             "Claude Code ('claude') is not on PATH: install it (npm install -g @anthropic-ai/claude-code), "
             "or run your client after: eval \"$(teamclaude env)\""
         )
-    variables = client_env(settings, AccountsStore(settings.accounts_file))
+    store = AccountsStore(settings.accounts_file)
+    variables = client_env(settings, store)
     try:
-        _get_json(variables["ANTHROPIC_BASE_URL"] + "/teamclaude/health", None, timeout=1.0)
-    except ProxyUnreachable:
-        print(f"teamclaude: warning: no proxy answers at {variables['ANTHROPIC_BASE_URL']}; {START_HINT}",
-              file=sys.stderr)
+        # The health endpoint wants the proxy key like every other local endpoint.
+        _get_json(variables["ANTHROPIC_BASE_URL"] + "/teamclaude/health", store.ensure_proxy_key(), timeout=1.0)
+    except ProxyUnreachable as exc:
+        print(f"teamclaude: warning: {exc}", file=sys.stderr)
     argv = list(args.claude_args)
     if argv[:1] == ["--"]:
         argv = argv[1:]
