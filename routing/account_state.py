@@ -220,31 +220,6 @@ class AccountState:
             under_rail=draining or used_5h is None or used_5h < config.five_hour_soft_ceiling,
         )
 
-    def pace_line(self, now: float) -> float | None:
-        return self.facts(RoutingConfig(), now).pace_line
-
-    def pace_gap(self, now: float) -> float | None:
-        return self.facts(RoutingConfig(), now).pace_gap
-
-    def ramp_boost(self, config: RoutingConfig, now: float) -> float:
-        return self.facts(config, now).ramp_boost
-
-    def score(self, config: RoutingConfig, now: float) -> float | None:
-        """gap + boost; None when the weekly window is unknown."""
-        return self.facts(config, now).score
-
-    def far_over_line(self, config: RoutingConfig, now: float) -> bool:
-        return self.facts(config, now).far_over_line
-
-    def draining(self, config: RoutingConfig, now: float) -> bool:
-        return self.facts(config, now).draining
-
-    def inflight_cap(self, config: RoutingConfig, now: float) -> int:
-        return self.facts(config, now).inflight_cap
-
-    def under_rail(self, config: RoutingConfig, now: float) -> bool:
-        return self.facts(config, now).under_rail
-
     # -- benches ---------------------------------------------------------------------
 
     def set_bench(self, until: float, reason: str, family: str | None, now: float) -> None:

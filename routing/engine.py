@@ -419,6 +419,7 @@ class Router:
     ) -> dict[str, Any]:
         config = self.config
         bench = state.bench_for(None, now)
+        facts = state.facts(config, now)
         return {
             "name": state.name,
             "kind": state.spec.kind,
@@ -434,11 +435,11 @@ class Router:
             "unified": dict(state.unified),
             "raw": dict(state.raw),
             "new_headers": list(state.new_headers),
-            "pace_line": state.pace_line(now),
-            "pace_gap": state.pace_gap(now),
-            "score": state.score(config, now),
+            "pace_line": facts.pace_line,
+            "pace_gap": facts.pace_gap,
+            "score": facts.score,
             "inflight": state.inflight,
-            "inflight_cap": state.inflight_cap(config, now),
+            "inflight_cap": facts.inflight_cap,
             "proven": state.proven,
             "warm_sessions": self._sessions.warm_count(state.name, now, config.warm_window_s),
             "bench_until": None if bench is None else bench.until,

@@ -51,12 +51,12 @@ def test_observe_drops_windows_that_arrive_already_reset() -> None:
 def test_pace_line_gap_and_score() -> None:
     s = state()
     s.observe(200, limits(T0, u7=0.3, reset7_in=3.5 * DAY), T0)
-    assert s.pace_line(T0) == pytest.approx(0.5, abs=1e-4)
-    assert s.pace_gap(T0) == pytest.approx(0.2, abs=1e-4)
-    assert s.score(CONFIG, T0) == pytest.approx(0.2, abs=1e-4)  # 84 h left: no ramp
-    assert not s.far_over_line(CONFIG, T0)
+    assert s.facts(CONFIG, T0).pace_line == pytest.approx(0.5, abs=1e-4)
+    assert s.facts(CONFIG, T0).pace_gap == pytest.approx(0.2, abs=1e-4)
+    assert s.facts(CONFIG, T0).score == pytest.approx(0.2, abs=1e-4)  # 84 h left: no ramp
+    assert not s.facts(CONFIG, T0).far_over_line
     s.observe(200, limits(T0, u7=0.61, reset7_in=3.5 * DAY), T0)
-    assert s.far_over_line(CONFIG, T0)
+    assert s.facts(CONFIG, T0).far_over_line
 
 
 @pytest.mark.parametrize(
@@ -66,23 +66,23 @@ def test_pace_line_gap_and_score() -> None:
 def test_ramp_uses_the_first_tier_covering_the_hours_left(hours_left: float, weight: float) -> None:
     s = state()
     s.observe(200, limits(T0, u7=0.6, reset7_in=hours_left * HOUR), T0)
-    assert s.ramp_boost(CONFIG, T0) == pytest.approx(0.4 * weight, abs=1e-3)
+    assert s.facts(CONFIG, T0).ramp_boost == pytest.approx(0.4 * weight, abs=1e-3)
 
 
 def test_unknown_week_has_no_score() -> None:
     s = state()
     s.observe(200, limits(T0, u7=None), T0)
-    assert s.score(CONFIG, T0) is None and s.pace_line(T0) is None
+    assert s.facts(CONFIG, T0).score is None and s.facts(CONFIG, T0).pace_line is None
 
 
 def test_inflight_cap_probe_gate_and_warn_band() -> None:
     s = state()
-    assert s.inflight_cap(CONFIG, T0) == 1
-    assert s.inflight_cap(RoutingConfig(probe_gate=False), T0) == 5
+    assert s.facts(CONFIG, T0).inflight_cap == 1
+    assert s.facts(RoutingConfig(probe_gate=False), T0).inflight_cap == 5
     s.observe(200, limits(T0, u5=0.5), T0)
-    assert s.inflight_cap(CONFIG, T0) == 5
+    assert s.facts(CONFIG, T0).inflight_cap == 5
     s.observe(200, limits(T0, u5=0.75), T0)
-    assert s.inflight_cap(CONFIG, T0) == 1
+    assert s.facts(CONFIG, T0).inflight_cap == 1
 
 
 def test_blocking_window_threshold_and_model_scope() -> None:
@@ -143,3 +143,15 @@ def test_status() -> None:
     assert s.status(T0) == "benched"
     s.needs_login = True
     assert s.status(T0) == "needs-login"
+
+
+def test_last_ramp_tier_drains_the_account() -> None:
+    s = state()
+    s.observe(200, limits(T0, u5=0.95, u7=0.985, reset7_in=7 * HOUR), T0)
+    facts = s.facts(CONFIG, T0)
+    assert facts.draining and facts.under_rail and facts.inflight_cap == 5
+    assert s.blocking_window("claude-opus-4-5", T0, None) is None
+    assert s.blocking_window("claude-opus-4-5", T0, CONFIG.switch_threshold) == "7d"
+    s.observe(200, limits(T0, u5=0.95, u7=0.985, reset7_in=9 * HOUR), T0)
+    facts = s.facts(CONFIG, T0)
+    assert not facts.draining and not facts.under_rail and facts.inflight_cap == 1
