@@ -23,6 +23,22 @@ SEVEN_DAY = "7d"
 _WINDOW_TOKEN = re.compile(r"[A-Za-z0-9_]+")
 
 
+def window_length(name: str) -> float:
+    """How long a window lasts: 5 hours for `5h`, a week for the weekly ones."""
+    return 5 * 3600.0 if name == FIVE_HOUR else WEEK_S
+
+
+def believable(name: str, window: Window, now: float) -> Window:
+    """The window with a reset no further away than the window lasts.
+
+    A garbled far-future reset on a rejected window would otherwise keep the account out
+    of rotation for good: it gets no requests, so no header could ever correct it.
+    """
+    if window.reset is not None and window.reset > now + window_length(name):
+        return Window(window.utilization, now + window_length(name), window.status)
+    return window
+
+
 @dataclass
 class Bench:
     """The account may not serve (all models, or one model family) before `until`."""
@@ -123,27 +139,29 @@ class AccountState:
         self.last_seen = now
         if 200 <= status < 300:
             self.proven = True
-        self.windows.update(limits.windows)
+        for name, window in limits.windows.items():
+            self.windows[name] = believable(name, window, now)
         self.unified.update(limits.unified)
         self.raw.update(limits.raw)
         for name in limits.unknown:
             if name not in self.new_headers:
                 self.new_headers.append(name)
         self._drop_passed_windows(now)
-        self._extend_benches_to_resets()
+        self._extend_benches_to_resets(now)
 
     def _drop_passed_windows(self, now: float) -> None:
         for name in [n for n, w in self.windows.items() if w.reset is not None and w.reset <= now]:
             del self.windows[name]
 
-    def _extend_benches_to_resets(self) -> None:
+    def _extend_benches_to_resets(self, now: float) -> None:
         """A bench never ends before the known reset of the window that caused it."""
         for bench in (self.bench, *self.family_benches.values()):
             if bench is None or bench.window is None:
                 continue
             window = self.windows.get(bench.window)
             if window is not None and window.rejected and window.reset is not None:
-                bench.until = max(bench.until, window.reset)
+                reset = min(window.reset, now + window_length(bench.window))
+                bench.until = max(bench.until, reset)
 
     def window(self, name: str, now: float) -> Window | None:
         window = self.windows.get(name)
@@ -223,12 +241,22 @@ class AccountState:
     # -- benches ---------------------------------------------------------------------
 
     def set_bench(self, until: float, reason: str, family: str | None, now: float) -> None:
-        """Bench until `until`, or the known reset of the window named in `reason` if later."""
-        window_name = self._window_named_in(reason)
-        if window_name is not None:
-            window = self.window(window_name, now)
-            if window is not None and window.reset is not None:
-                until = max(until, window.reset)
+        """Bench until `until`, or the known reset of a window named in `reason` if later
+        (the latest of them when several are named: "5h/7d window rejected").
+
+        A reset further away than the window's own length is not believed: the bench then
+        extends only that far.
+        """
+        window_name: str | None = None
+        for name in self._windows_named_in(reason):
+            window = self.window(name, now)
+            if window is None or window.reset is None:
+                continue
+            reset = min(window.reset, now + window_length(name))
+            if reset > until:
+                until, window_name = reset, name
+            elif window_name is None:
+                window_name = name
         target = self.family_benches.get(family) if family else self.bench
         if target is not None and target.until > until and target.until > now:
             return
@@ -238,11 +266,8 @@ class AccountState:
         else:
             self.bench = bench
 
-    def _window_named_in(self, reason: str) -> str | None:
-        for token in _WINDOW_TOKEN.findall(reason):
-            if token in self.windows:
-                return token
-        return None
+    def _windows_named_in(self, reason: str) -> list[str]:
+        return [token for token in _WINDOW_TOKEN.findall(reason) if token in self.windows]
 
     def bench_for(self, family: str | None, now: float) -> Bench | None:
         """The bench that stops a request of `family` now (the account-wide one first)."""

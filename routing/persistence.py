@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from routing.account_state import AccountState, UsageTotals
+from routing.account_state import AccountState, UsageTotals, believable
 from routing.capacity import BurnMeter, LearnedCap
 from routing.ratelimits import STATUSES, Window
 
@@ -118,4 +118,4 @@ def restore_account(state: AccountState, data: dict[str, Any], now: float) -> No
                 continue
             if window.reset is not None and window.reset <= now:
                 continue
-            state.windows[name] = window
+            state.windows[name] = believable(name, window, now)

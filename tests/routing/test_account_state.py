@@ -155,3 +155,26 @@ def test_last_ramp_tier_drains_the_account() -> None:
     s.observe(200, limits(T0, u5=0.95, u7=0.985, reset7_in=9 * HOUR), T0)
     facts = s.facts(CONFIG, T0)
     assert not facts.draining and not facts.under_rail and facts.inflight_cap == 1
+
+
+def test_bench_naming_several_windows_lasts_until_the_latest_reset() -> None:
+    s = state()
+    s.observe(429, limits(T0, u5=1.0, s5="rejected", reset5_in=HOUR,
+                          u7=1.0, s7="rejected", reset7_in=2 * DAY), T0)
+    s.set_bench(T0 + 60, "5h/7d window rejected", None, T0)
+    assert s.bench is not None and s.bench.until == pytest.approx(T0 + 2 * DAY, abs=1)
+    assert s.bench.window == "7d"
+
+
+def test_a_reset_beyond_the_window_length_is_not_believed() -> None:
+    s = state()
+    s.observe(429, limits(T0, u5=1.0, s5="rejected", reset5_in=400 * DAY), T0)
+    s.set_bench(T0 + 60, "5h window rejected", None, T0)
+    assert s.bench is not None and s.bench.until == pytest.approx(T0 + 5 * HOUR)
+
+
+def test_a_far_future_reset_is_clamped_so_a_rejection_cannot_stick_forever() -> None:
+    s = state()
+    s.observe(429, limits(T0, u5=1.0, s5="rejected", reset5_in=900 * DAY), T0)
+    assert s.windows["5h"].reset == pytest.approx(T0 + 5 * HOUR)
+    assert s.blocking_window("claude-opus-4-5", T0 + 5 * HOUR + 1, 0.98) is None
