@@ -10,6 +10,9 @@ OVERLOADED_COOLDOWN_S = 30.0   # 529: short, not the 429 ladder
 SERVER_ERROR_COOLDOWN_S = 10.0  # 500, 502, 503
 FORBIDDEN_STREAK_NEEDS_LOGIN = 2
 _MODEL_SCOPED_FAMILY = {"7d_sonnet": "sonnet", "7d_oi": "opus"}
+# Verdict kinds that mean "not now" rather than "not this account": a held request may come
+# back to such an account once its bench ends.
+THROTTLED_KINDS = frozenset({"window", "retry-after", "bare-429", "overloaded", "server-error"})
 FIVE_HOURS_S = 5 * 3600.0
 WEEK_S = 7 * 86400.0
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from mitmproxy import command, ctx, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from routing.failures import Verdict, classify
+from routing.failures import THROTTLED_KINDS, Verdict, classify
 from routing.ratelimits import parse_ratelimit_headers
 from routing.request_info import read_request
 from routing.types import RequestInfo
@@ -220,7 +220,7 @@ class TeamClaude:
             decision = service.router.select(info, service.clock(), exclude=attempt.tried)
             if decision is None and info.is_inference and service.accounts.accounts:
                 began = service.clock()
-                decision = await service.hold(info, attempt.tried, service.settings.hold_budget_s)
+                decision = await service.hold(info, attempt.refused, service.settings.hold_budget_s)
                 attempt.held_s += service.clock() - began
             if decision is None:
                 attempt.decision = None
@@ -235,7 +235,7 @@ class TeamClaude:
                 if isinstance(exc, NeedsLogin):
                     service.router.mark_needs_login(decision.account, True)
                 logger.warning("teamclaude: %s", exc)
-                attempt.fail(None, "no usable token")
+                attempt.fail(None, "no usable token", throttled=False)
 
     def _rewrite(self, flow: http.HTTPFlow, attempt: Attempt, account: Account) -> None:
         if account.type == "oauth":
@@ -337,10 +337,14 @@ class TeamClaude:
             return
         verdict = attempt.verdict
         if verdict is not None and attempt.tap is None and (verdict.failover or verdict.refresh_and_retry):
-            if service.settings.failover == "client":
-                await self._client_throttle(flow, attempt, verdict)
-            else:
-                await self._transparent_retry(flow, attempt, verdict)
+            try:
+                if service.settings.failover == "client":
+                    await self._client_throttle(flow, attempt, verdict)
+                else:
+                    await self._transparent_retry(flow, attempt, verdict)
+            except Exception:
+                logger.exception("teamclaude: internal error during failover")
+                flow.response = _error_response(502, "api_error", "teamclaude: internal error during failover; see the proxy log")
             if flow.id not in self._attempts:
                 return
         response = flow.response
@@ -434,7 +438,7 @@ class TeamClaude:
                 alone = not service.router.can_serve(attempt.request, service.clock(), attempt.tried | {attempt.decision.account})
                 if verdict.pass_through_if_alone and alone:
                     return
-                attempt.fail(status, verdict.reason)
+                attempt.fail(status, verdict.reason, throttled=verdict.kind in THROTTLED_KINDS)
                 self._release(attempt, status)
                 account = await self._acquire(flow, attempt)
                 if account is None:
@@ -451,7 +455,9 @@ class TeamClaude:
                 flow.response = _error_response(502, "api_error", f"teamclaude: upstream connection failed: {exc}")
                 continue
             verdict = self._observe(attempt, answer.status, answer.headers)
-            flow.response = http.Response.make(answer.status, b"", answer.headers)
+            flow.response = http.Response.make(
+                answer.status, b"", [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
+            )
             flow.response.raw_content = answer.body
             flow.response.headers["content-length"] = str(len(answer.body))
 

@@ -22,6 +22,9 @@ class Attempt:
     tap: UsageTap | None = None
     verdict: Verdict | None = None
     tried: set[str] = field(default_factory=set)
+    # Accounts that cannot serve this request even after waiting (403, dead token, broken
+    # connection). Throttled ones are only in `tried`: a hold may use them once benches end.
+    refused: set[str] = field(default_factory=set)
     history: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     refreshed: bool = False
@@ -34,12 +37,15 @@ class Attempt:
         self.last_account = decision.account
         self.refreshed = False
 
-    def fail(self, status: int | None, reason: str) -> None:
-        """Record the current account's failed answer and stop counting it for this request."""
+    def fail(self, status: int | None, reason: str, *, throttled: bool) -> None:
+        """Record the current account's failed answer; it is not tried again in this request
+        unless it was only throttled and the request ends up held."""
         account = self.decision.account if self.decision else self.last_account
         self.history.append({"account": account, "status": status, "reason": reason})
         if account:
             self.tried.add(account)
+            if not throttled:
+                self.refused.add(account)
 
     def metadata(self, outcome: dict[str, Any] | None = None) -> dict[str, Any]:
         decision = self.decision
