@@ -15,9 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from teamclaude.accounts_store import Account, AccountsError, AccountsStore
-from teamclaude.fake.state import Recorded
-from teamclaude.fakeupstream import FakeAccount, FakeUpstream, TokenCall
+from teamclaude.accounts_store import Account, AccountsDoc, AccountsError, AccountsStore
+from teamclaude.fakeupstream import FakeAccount, FakeUpstream, Recorded, TokenCall
 from teamclaude.proxyproc import ProxyProcess
 from tests.e2e.cli_runner import run_cli, wait_for_published_address, wait_until
 from tests.e2e.harness import (
@@ -50,7 +49,7 @@ def oauth_urls(fake: FakeUpstream) -> dict[str, str]:
 def expire_in(cfg: ConfigDir, name: str, seconds: float) -> None:
     """Set an account's `expires_at` in the accounts file to `seconds` from now."""
 
-    def change(doc) -> None:
+    def change(doc: AccountsDoc) -> None:
         doc.get(name).expires_at = int((time.time() + seconds) * 1000)
 
     AccountsStore(cfg.accounts).update(change)
@@ -59,7 +58,7 @@ def expire_in(cfg: ConfigDir, name: str, seconds: float) -> None:
 def add_accounts(cfg: ConfigDir, accounts: list[FakeAccount]) -> None:
     """Append accounts to the accounts file the way the CLI writes it (locked, atomic)."""
 
-    def change(doc) -> None:
+    def change(doc: AccountsDoc) -> None:
         doc.accounts.extend(Account(**entry) for entry in accounts_yaml_entries(accounts))
 
     AccountsStore(cfg.accounts).update(change)
@@ -156,7 +155,8 @@ def test_cli_writes_while_the_proxy_refreshes_lose_and_resurrect_nothing(tmp_pat
     alice = oauth_account("alice")
     # Tokens live 60 s and are refreshed when 3600 s from expiry: every request refreshes.
     with FakeUpstream([alice], token_ttl_s=60) as fake:
-        cfg = write_config(tmp_path, fake.url, [alice], **oauth_urls(fake), refresh_skew_s=3600)
+        # A short hold budget: a broken refresh fails the requests fast instead of holding them.
+        cfg = write_config(tmp_path, fake.url, [alice], **oauth_urls(fake), refresh_skew_s=3600, hold_budget_s=2)
         expire_in(cfg, "alice", 0)
         store = AccountsStore(cfg.accounts)
         kept: set[str] = set()
