@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -25,16 +26,13 @@ USER_ERRORS = (SettingsError, AccountsError, CommandError, LoginError, ImportFai
 Handler = Callable[[argparse.Namespace, Console], int]
 
 
-def cmd_demo(args: argparse.Namespace, out: Console) -> int:
-    from teamclaude.demo import main as demo_main
+def cmd_delegated(args: argparse.Namespace, out: Console) -> int:
+    """`demo` and `deck` parse their own options; `main` hands them over before argparse."""
+    return _delegate(args.command, args.rest)
 
-    return demo_main(_rest(args.rest))
 
-
-def cmd_deck(args: argparse.Namespace, out: Console) -> int:
-    from deck.app import main as deck_main
-
-    return deck_main(_rest(args.rest))
+def _delegate(command: str, rest: list[str]) -> int:
+    return importlib.import_module(_DELEGATED[command]).main(_rest(rest))
 
 
 def _rest(rest: list[str]) -> list[str]:
@@ -86,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("path", help="e.g. /api/oauth/usage or /v1/models")
     api.add_argument("--account", metavar="NAME", help="which account (default: the first enabled one)")
 
-    deck = command("deck", cmd_deck, "the live dashboard (same as teamclaude-deck)")
+    deck = command("deck", cmd_delegated, "the live dashboard (same as teamclaude-deck)")
     deck.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    demo = command("demo", cmd_demo, "try teamclaude with a fake upstream and three simulated accounts")
+    demo = command("demo", cmd_delegated, "try teamclaude with a fake upstream and three simulated accounts")
     demo.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     help_cmd = commands.add_parser("help", help="show help for teamclaude or one command")
@@ -97,9 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that own their options: everything after the name is theirs (argparse's
+# REMAINDER would refuse a first argument that starts with "--").
+_DELEGATED = {"demo": "teamclaude.demo", "deck": "deck.app"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in _DELEGATED:
+        return _delegate(arguments[0], arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help()
         return 0
