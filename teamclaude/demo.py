@@ -145,7 +145,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="teamclaude demo", description=__doc__.splitlines()[0])
     parser.add_argument("--traffic", action="store_true", help="drive a few concurrent sessions so rotation is visible")
-    parser.add_argument("--sessions", type=int, default=5, help="concurrent sessions with --traffic (default 5)")
+    parser.add_argument("--sessions", type=int, default=9, help="concurrent sessions with --traffic (default 9)")
     parser.add_argument("--port", type=int, default=PREFERRED_PORT, help="proxy port (default 3456, or a free one)")
     parser.add_argument("--no-deck", action="store_true", help="do not show the Deck even on a terminal")
     args = parser.parse_args(argv)
