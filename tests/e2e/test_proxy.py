@@ -197,3 +197,27 @@ def test_bad_settings_give_one_clear_message_and_nonzero_exit(tmp_path, text, ex
     assert result.returncode != 0
     assert expected in output
     assert "Traceback" not in output
+
+
+def test_settings_hot_reload_reports_a_bad_edit_and_keeps_the_last_good(tmp_path, fake):
+    cfg = write_config(tmp_path, fake.url, [fake.account("alice")])
+    good = cfg.config.read_text()
+    with start_proxy(cfg) as proxy:
+        cfg.config.write_text(good + "max_inflight_per_acount: 3\n")
+        proxy_info = _wait_for_proxy_info(proxy, lambda info: info["config_error"])
+        assert "line" in proxy_info["config_error"] and "max_inflight_per_acount" in proxy_info["config_error"]
+        assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200
+        cfg.config.write_text(good + "max_inflight_per_account: 3\n")
+        _wait_for_proxy_info(proxy, lambda info: info["config_error"] is None)
+        alice = json.loads(call(proxy.url, "GET", "/teamclaude/status")[2])["accounts"][0]
+        assert alice["inflight_cap"] == 3
+
+
+def _wait_for_proxy_info(proxy, predicate, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        info = json.loads(call(proxy.url, "GET", "/teamclaude/status")[2])["proxy"]
+        if predicate(info) or time.monotonic() > deadline:
+            assert predicate(info), info
+            return info
+        time.sleep(0.1)
