@@ -15,16 +15,19 @@ from collections.abc import Callable
 from routing.usage import Usage
 
 _SEPARATORS = (b"\n\n", b"\r\n\r\n", b"\r\r")
-_INTERESTING = (b"message_start", b"message_delta")
 # An event larger than this without a separator is not SSE we understand: stop parsing.
 _MAX_PENDING = 4 * 1024 * 1024
+
+
+def _identity(data: bytes) -> bytes:
+    return data
 
 
 def _decoder_for(content_encoding: str | None) -> Callable[[bytes], bytes] | None:
     """Incremental decoder for the parse side; None when the encoding cannot be parsed."""
     encoding = (content_encoding or "").strip().lower()
     if encoding in ("", "identity"):
-        return lambda data: data
+        return _identity
     if encoding in ("gzip", "x-gzip", "deflate"):
         return zlib.decompressobj(wbits=47).decompress  # 47: auto-detect gzip or zlib header
     return None
@@ -56,8 +59,14 @@ class UsageTap:
 
     def __call__(self, chunk: bytes) -> bytes:
         if chunk:
-            self._keep(chunk)
-            if self._decode is not None:
+            if self._keep_left >= len(chunk):
+                self.wire.append(chunk)
+                self._keep_left -= len(chunk)
+            else:
+                self._keep(chunk)
+            if self._decode is _identity:
+                self._feed(chunk)
+            elif self._decode is not None:
                 try:
                     self._feed(self._decode(chunk))
                 except zlib.error:
@@ -84,6 +93,9 @@ class UsageTap:
     def _feed(self, data: bytes) -> None:
         if not data:
             return
+        if not self._pending and data.endswith(b"\n\n") and data[-3:-2] != b"\n" and b"\r" not in data:
+            self._feed_whole_events(data)
+            return
         self._pending += data
         while True:
             cut, sep_len = _first_separator(self._pending)
@@ -92,11 +104,24 @@ class UsageTap:
             event = bytes(self._pending[:cut])
             del self._pending[: cut + sep_len]
             self.events += 1
-            if any(marker in event for marker in _INTERESTING):
+            if _interesting(event):
                 self._handle(event)
         if len(self._pending) > _MAX_PENDING:
             self._pending.clear()
             self._decode = None
+
+    def _feed_whole_events(self, data: bytes) -> None:
+        """The usual read: one or more complete `\\n\\n`-framed events and nothing pending.
+        Most are text deltas: count them without copying or splitting anything."""
+        if not _interesting(data):
+            self.events += data.count(b"\n\n")
+            return
+        events = data.split(b"\n\n")
+        events.pop()  # the empty piece after the final separator
+        self.events += len(events)
+        for event in events:
+            if _interesting(event):
+                self._handle(event)
 
     def _handle(self, event: bytes) -> None:
         data_lines = [
@@ -123,7 +148,13 @@ class UsageTap:
                 self.usage = _with_delta(self.usage, delta_usage)
 
 
+def _interesting(data: bytes) -> bool:
+    return b"message_start" in data or b"message_delta" in data
+
+
 def _first_separator(buffer: bytearray) -> tuple[int, int]:
+    if b"\r" not in buffer:
+        return buffer.find(b"\n\n"), 2
     best, best_len = -1, 0
     for separator in _SEPARATORS:
         index = buffer.find(separator)

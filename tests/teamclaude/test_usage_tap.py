@@ -117,3 +117,34 @@ def test_json_body_usage():
     assert usage and usage.burn == 7 and usage.model == "claude-haiku-4-5"
     assert usage_from_json_body(b"{not json") is None
     assert usage_from_json_body(b"[]") is None
+
+
+def test_one_event_per_read_is_parsed_like_a_reassembled_stream():
+    # Upstream usually writes one whole event per read: the tap's no-copy path. It must
+    # count and parse exactly what byte-by-byte reassembly does.
+    data = a_stream()
+    events = [part + b"\n\n" for part in data.split(b"\n\n")[:-1]]
+    whole = UsageTap()
+    for event in events:
+        assert whole(event) is event
+    whole(b"")
+    split = UsageTap()
+    feed(split, data, list(range(len(data))))
+    assert whole.events == split.events == len(events)
+    assert whole.usage == split.usage and whole.usage.output_tokens == 57
+    assert whole.model == "claude-sonnet-4-5"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([b"\n", b"\n\n", b"\n\n\n", b"data: x", b"\r\n", b"message_delta"]), max_size=30),
+       st.lists(st.integers(min_value=0, max_value=400), max_size=10))
+def test_event_count_does_not_depend_on_chunking(pieces, cuts):
+    data = b"".join(pieces)
+    one_read = UsageTap()
+    one_read(data)
+    one_read(b"")
+    chunked = UsageTap()
+    feed(chunked, data, cuts)
+    byte_by_byte = UsageTap()
+    feed(byte_by_byte, data, list(range(len(data))))
+    assert one_read.events == chunked.events == byte_by_byte.events
