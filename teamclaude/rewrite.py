@@ -1,4 +1,9 @@
-"""Swap the client's credentials for an account's, and take them out again afterwards (SPEC §3.7, §11)."""
+"""Swap the client's credentials for an account's, and take them out again afterwards (SPEC §3.7, §11).
+
+Each function makes one pass over the header fields (mitmproxy `Headers.fields`, raw byte
+pairs) and assigns the result once: every `headers[name]` lookup on a mitmproxy `Headers`
+is itself a scan of all fields, and these run on every request.
+"""
 
 from __future__ import annotations
 
@@ -9,58 +14,94 @@ from teamclaude.gate import KEY_HEADER
 OAUTH_BETA = "oauth-2025-04-20"
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", KEY_HEADER)
 
+Fields = tuple[tuple[bytes, bytes], ...]
 
-class HeaderStore(Protocol):
-    """The parts of `mitmproxy.http.Headers` used here (also satisfied by test doubles)."""
-
-    def get_all(self, name: str) -> list[str]: ...
-    def set_all(self, name: str, values: list[str]) -> None: ...
-    def __contains__(self, name: object) -> bool: ...
-    def __delitem__(self, name: str) -> None: ...
-    def __setitem__(self, name: str, value: str) -> None: ...
+_CREDENTIALS = frozenset(name.encode() for name in CREDENTIAL_HEADERS)
+_BETA = b"anthropic-beta"
+_INJECTED = frozenset((b"authorization", b"x-api-key"))
 
 
-def _beta_values(headers: HeaderStore) -> list[str]:
+class HeaderFields(Protocol):
+    """What is used of `mitmproxy.http.Headers`: its raw fields, read and replaced whole."""
+
+    fields: Fields
+
+
+def _encode(value: str) -> bytes:
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _split_betas(raw_values: list[bytes]) -> list[str]:
     values: list[str] = []
-    for header in headers.get_all("anthropic-beta"):
+    for raw in raw_values:
+        header = raw.decode("utf-8", "surrogateescape")
         values.extend(part.strip() for part in header.split(",") if part.strip())
     return values
 
 
-def _set_betas(headers: HeaderStore, values: list[str]) -> None:
-    if values:
-        headers.set_all("anthropic-beta", [",".join(values)])
-    elif "anthropic-beta" in headers:
-        del headers["anthropic-beta"]
+def _replace_credentials(headers: HeaderFields, name: bytes, value: str, betas) -> None:
+    """Drop every client credential, add `name: value`, and rewrite `anthropic-beta` with
+    `betas(list)` in the place of its first occurrence (appended when it was absent; dropped
+    when `betas` leaves nothing)."""
+    kept: list[tuple[bytes, bytes]] = []
+    beta_values: list[bytes] = []
+    beta_at: int | None = None
+    beta_name = _BETA
+    for field in headers.fields:
+        lowered = field[0].lower()
+        if lowered in _CREDENTIALS:
+            continue
+        if lowered == _BETA:
+            if beta_at is None:
+                beta_at, beta_name = len(kept), field[0]
+            beta_values.append(field[1])
+            continue
+        kept.append(field)
+    kept.append((name, _encode(value)))
+    merged = betas(_split_betas(beta_values))
+    if merged:
+        beta = (beta_name, _encode(",".join(merged)))
+        if beta_at is None:
+            kept.append(beta)
+        else:
+            kept.insert(beta_at, beta)
+    headers.fields = tuple(kept)
 
 
-def strip_client_credentials(headers: HeaderStore) -> None:
-    for name in CREDENTIAL_HEADERS:
-        if name in headers:
-            del headers[name]
+def strip_client_credentials(headers: HeaderFields) -> None:
+    headers.fields = tuple(field for field in headers.fields if field[0].lower() not in _CREDENTIALS)
 
 
-def apply_oauth(headers: HeaderStore, access_token: str) -> None:
+def _with_oauth_beta(betas: list[str]) -> list[str]:
+    return betas if OAUTH_BETA in betas else [OAUTH_BETA, *betas]
+
+
+def _without_oauth_beta(betas: list[str]) -> list[str]:
+    return [beta for beta in betas if beta != OAUTH_BETA]
+
+
+def apply_oauth(headers: HeaderFields, access_token: str) -> None:
     """Bearer token, and `oauth-2025-04-20` first in `anthropic-beta` unless already there."""
-    strip_client_credentials(headers)
-    headers["authorization"] = f"Bearer {access_token}"
-    betas = _beta_values(headers)
-    if OAUTH_BETA not in betas:
-        betas.insert(0, OAUTH_BETA)
-    _set_betas(headers, betas)
+    _replace_credentials(headers, b"authorization", f"Bearer {access_token}", _with_oauth_beta)
 
 
-def apply_api_key(headers: HeaderStore, api_key: str) -> None:
+def apply_api_key(headers: HeaderFields, api_key: str) -> None:
     """`x-api-key`, and the OAuth beta removed (the API refuses it with a key)."""
-    strip_client_credentials(headers)
-    headers["x-api-key"] = api_key
-    if "anthropic-beta" in headers:
-        _set_betas(headers, [b for b in _beta_values(headers) if b != OAUTH_BETA])
+    _replace_credentials(headers, b"x-api-key", api_key, _without_oauth_beta)
 
 
-def redact_injected(headers: HeaderStore, account: str) -> None:
+def redact_injected(headers: HeaderFields, account: str) -> None:
     """Replace the injected credential in a stored flow with `<account:NAME>`."""
-    marker = f"<account:{account}>"
-    for name in ("authorization", "x-api-key"):
-        if name in headers:
-            headers[name] = marker
+    marker = _encode(f"<account:{account}>")
+    redacted: list[tuple[bytes, bytes]] = []
+    seen: set[bytes] = set()
+    for field in headers.fields:
+        lowered = field[0].lower()
+        if lowered in _INJECTED:
+            if lowered in seen:
+                continue
+            seen.add(lowered)
+            field = (field[0], marker)
+        redacted.append(field)
+    if seen:
+        headers.fields = tuple(redacted)
