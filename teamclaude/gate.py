@@ -11,6 +11,28 @@ KEY_HEADER = "x-teamclaude-key"
 _PASS_THROUGH_EXACT = frozenset({"/v1/oauth/token"})
 _PASS_THROUGH_PREFIXES = ("/api/oauth/", "/v1/code/")
 
+_BROWSER_HEADERS = ("origin", "sec-fetch-site")
+_KEY_HEADERS = (KEY_HEADER, "x-api-key", "authorization")
+
+
+def header_values(headers: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    """The values of the (lowercase) `names` present, as `headers.get` gives them.
+
+    For a mitmproxy `Headers` this is one pass over its raw fields instead of a scan per
+    name; repeated fields are folded with ", " as mitmproxy does. Any other mapping is
+    asked name by name.
+    """
+    fields = getattr(headers, "fields", None)
+    if fields is None:
+        return {name: value for name in names if (value := headers.get(name)) is not None}
+    wanted = {name.encode(): name for name in names}
+    found: dict[str, list[bytes]] = {}
+    for raw_name, raw_value in fields:
+        name = wanted.get(raw_name.lower())
+        if name is not None:
+            found.setdefault(name, []).append(raw_value)
+    return {name: b", ".join(values).decode("utf-8", "surrogateescape") for name, values in found.items()}
+
 
 def is_pass_through(method: str, path: str) -> bool:
     if path in _PASS_THROUGH_EXACT:
@@ -20,15 +42,17 @@ def is_pass_through(method: str, path: str) -> bool:
 
 def is_browser_request(headers: Mapping[str, str]) -> bool:
     """A browser page calling the proxy: refuse, so a web page cannot spend the pool."""
-    if headers.get("origin"):
+    values = header_values(headers, _BROWSER_HEADERS)
+    if values.get("origin"):
         return True
-    return headers.get("sec-fetch-site", "").strip().lower() in ("cross-site", "same-site")
+    return values.get("sec-fetch-site", "").strip().lower() in ("cross-site", "same-site")
 
 
 def presented_keys(headers: Mapping[str, str]) -> list[str]:
     """Every value the client may have put the proxy key in."""
-    keys = [headers.get(KEY_HEADER, ""), headers.get("x-api-key", "")]
-    scheme, _, token = headers.get("authorization", "").partition(" ")
+    values = header_values(headers, _KEY_HEADERS)
+    keys = [values.get(KEY_HEADER, ""), values.get("x-api-key", "")]
+    scheme, _, token = values.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer":
         keys.append(token.strip())
     return [key.strip() for key in keys if key.strip()]
