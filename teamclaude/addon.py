@@ -10,22 +10,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
-from mitmproxy import command, ctx, http
+import mitmproxy.flow
+import mitmproxy.types
+from mitmproxy import command, ctx, exceptions, http
+from mitmproxy.log import ALERT
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from routing.failures import THROTTLED_KINDS, Verdict, classify
 from routing.ratelimits import parse_ratelimit_headers
 from routing.request_info import read_request
 from routing.types import RequestInfo
-from teamclaude import endpoints, errors, gate, rewrite, upstream_client
+from teamclaude import endpoints, errors, export, gate, request_log, rewrite, stored_flows, upstream_client
 from teamclaude.accounts_store import Account
 from teamclaude.attempt import Attempt
 from teamclaude.credentials import NeedsLogin, OAuthError, UnknownAccount
 from teamclaude.hold import throttled_response_parts
+from teamclaude.request_log import RequestLog
 from teamclaude.service import ConfigError, Service, load_config
 from teamclaude.usage_tap import UsageTap, usage_from_json_body
 
@@ -33,6 +38,9 @@ logger = logging.getLogger("teamclaude")
 
 # Wire bytes of a streamed response kept so mitmweb can show it after the stream ended.
 KEEP_STREAM_BYTES = 4 * 1024 * 1024
+
+# `flow.metadata["teamclaude"]["kind"]` of flows the addon answers or passes without an account.
+PASS_THROUGH, LOCAL, REFUSED = "pass-through", "local", "refused"
 
 
 def _path_only(path: str) -> str:
@@ -56,12 +64,22 @@ class TeamClaude:
         self._tasks: list[asyncio.Task] = []
         self._config_path: Path | None = None
         self._auto_mode: str | None = None
+        self._log: RequestLog | None = None
 
     # ----- lifecycle (kept synchronous: async lifecycle hooks break script reloads) -----
     def load(self, loader) -> None:
         loader.add_option(
             "teamclaude_config", str, "",
             "teamclaude settings file (default: $TEAMCLAUDE_CONFIG or ~/.config/teamclaude/config.yaml).",
+        )
+        loader.add_option(
+            "teamclaude_log_dir", Optional[str], None,
+            "Write one JSON file per request into this directory, credentials redacted "
+            "(overrides log_dir in the settings; see docs/request-log.md).",
+        )
+        loader.add_option(
+            "teamclaude_log_keep_days", int, request_log.DEFAULT_KEEP_DAYS,
+            "Delete request log files older than this many days (0 keeps them all).",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -102,6 +120,7 @@ class TeamClaude:
             loop.create_task(self._note_listen_address(), name="teamclaude listen address"),
             loop.create_task(self.service.credentials.run_background(), name="teamclaude token refresher"),
         ]
+        self._request_log()
 
     async def _note_listen_address(self) -> None:
         """Record the real port (the settings may say 0) once the server is up."""
@@ -125,8 +144,34 @@ class TeamClaude:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
+        if self._log is not None:
+            self._log.flush_sync()
         if self.service is not None:
             self.service.writer.write_sync()
+
+    def _request_log(self) -> RequestLog | None:
+        """The request log for the current option and settings (restarted when they change)."""
+        service = self.service
+        if service is None:
+            return None
+        option = ctx.options.teamclaude_log_dir
+        directory = Path(option).expanduser() if option else service.settings.log_dir
+        wanted = None if directory is None else (directory, service.settings.log_bodies, ctx.options.teamclaude_log_keep_days)
+        if self._log is not None and self._log.config == wanted:
+            return self._log
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if wanted is not None:
+            self._log = RequestLog(wanted[0], bodies=wanted[1], keep_days=wanted[2])
+            task = asyncio.get_running_loop().create_task(self._log.run(), name="teamclaude request log")
+            self._tasks = [t for t in self._tasks if not t.done()] + [task]
+        return self._log
+
+    def _log_flow(self, flow: http.HTTPFlow, facts: dict[str, Any]) -> None:
+        log = self._request_log()
+        if log is not None and self.service is not None:
+            log.submit(request_log.entry_for(flow, facts, bodies=log.bodies, secrets=self.service.secrets()))
 
     # ----- commands (usable from mitmweb and the console) -----
     @command.command("teamclaude.status")
@@ -144,7 +189,17 @@ class TeamClaude:
     @command.command("teamclaude.reload")
     def reload_command(self) -> None:
         service = self._require()
-        asyncio.get_running_loop().create_task(self._reload_quietly(service))
+        asyncio.get_running_loop().create_task(self._reload_quietly(service), name="teamclaude reload")
+
+    @command.command("teamclaude.export")
+    def export_command(self, flows: Sequence[mitmproxy.flow.Flow], path: mitmproxy.types.Path) -> None:
+        """Write the flows as a flow file with every credential redacted (for bug reports)."""
+        secrets = self.service.secrets() if self.service is not None else []
+        try:
+            count = export.export_flows(flows, Path(path).expanduser(), secrets)
+        except OSError as exc:
+            raise exceptions.CommandError(f"cannot write {path}: {exc.strerror or exc.__class__.__name__}") from None
+        logger.log(ALERT, "teamclaude: wrote %d redacted flows to %s", count, path)
 
     async def _reload_quietly(self, service: Service) -> None:
         try:
@@ -171,15 +226,18 @@ class TeamClaude:
         req = flow.request
         path = _path_only(req.path)
         if gate.is_browser_request(req.headers):
+            self._mark_own(flow, REFUSED, "refused: browser request (Origin / Sec-Fetch-Site)")
             flow.response = _error_response(403, "permission_error", errors.BROWSER_REFUSED)
             return
         if isinstance(flow.client_conn.proxy_mode, ReverseMode) and endpoints.is_local(path):
+            self._mark_own(flow, LOCAL, "local endpoint")
             await self._answer_local(flow, path)
             return
         if gate.is_pass_through(req.method, path):
-            flow.comment = "teamclaude: pass-through (client's own credentials)"
+            self._mark_own(flow, PASS_THROUGH, "pass-through (client's own credentials)")
             return
         if not gate.key_matches(req.headers, service.proxy_key):
+            self._mark_own(flow, REFUSED, "refused: missing or wrong proxy key")
             flow.response = _error_response(401, "authentication_error", errors.missing_key_message())
             return
         info = read_request(path, req.headers, req.raw_content if "content-encoding" not in req.headers else req.get_content(strict=False))
@@ -195,8 +253,15 @@ class TeamClaude:
         except Exception:
             # Never let a request go upstream half-rewritten (it could carry the proxy key).
             logger.exception("teamclaude: internal error while routing %s", path)
-            self._release(attempt, None)
             flow.response = _error_response(500, "api_error", "teamclaude: internal error while routing; see the proxy log")
+            attempt.notes.append("internal error while routing")
+            self._finish(flow, attempt, 500, None, level="error")
+
+    @staticmethod
+    def _mark_own(flow: http.HTTPFlow, kind: str, what: str) -> None:
+        """Tag a flow the addon handles without an account, so its hooks can finish it."""
+        flow.metadata["teamclaude"] = {"kind": kind, "reason": what}
+        flow.comment = f"teamclaude: {what}"
 
     async def _answer_local(self, flow: http.HTTPFlow, path: str) -> None:
         service = self.service
@@ -238,6 +303,7 @@ class TeamClaude:
                 attempt.fail(None, "no usable token", throttled=False)
 
     def _rewrite(self, flow: http.HTTPFlow, attempt: Attempt, account: Account) -> None:
+        attempt.rewritten_for = account.name
         if account.type == "oauth":
             rewrite.apply_oauth(flow.request.headers, account.access_token or "")
         else:
@@ -321,6 +387,10 @@ class TeamClaude:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         attempt = self._attempts.get(flow.id)
+        if attempt is None and _own_kind(flow) == PASS_THROUGH and flow.response is not None:
+            # Streamed, so the stored copy can be redacted later without touching the client's bytes.
+            flow.response.stream = stored_flows.WireCopy()
+            return
         if attempt is None or attempt.decision is None or flow.response is None:
             return
         self._stop_header_timer(attempt)
@@ -333,6 +403,9 @@ class TeamClaude:
     async def response(self, flow: http.HTTPFlow) -> None:
         attempt = self._attempts.get(flow.id)
         service = self.service
+        if attempt is None and service is not None:
+            self._finish_own(flow)
+            return
         if attempt is None or service is None or flow.response is None or attempt.decision is None:
             return
         verdict = attempt.verdict
@@ -360,9 +433,14 @@ class TeamClaude:
 
     def error(self, flow: http.HTTPFlow) -> None:
         attempt = self._attempts.get(flow.id)
+        if attempt is None and self.service is not None:
+            self._finish_own(flow)
+            return
         if attempt is None or self.service is None:
             return
         usage = attempt.tap.usage if attempt.tap is not None else None
+        if attempt.tap is not None and flow.response is not None and not attempt.tap.wire_truncated:
+            flow.response.raw_content = attempt.tap.wire_bytes()  # what arrived before the cut
         status = flow.response.status_code if flow.response is not None else None
         attempt.notes.append(flow.error.msg if flow.error else "connection error")
         self._finish(flow, attempt, status, usage, level="error")
@@ -377,11 +455,21 @@ class TeamClaude:
         account = attempt.decision.account if attempt.decision else attempt.last_account
         reason = attempt.decision.reason if attempt.decision else "none"
         self._release(attempt, status, usage)
-        if account:
-            rewrite.redact_injected(flow.request.headers, account)
+        if attempt.rewritten_for:
+            rewrite.redact_injected(flow.request.headers, attempt.rewritten_for)
+        stored_flows.redact_headers(flow.request.headers)  # a flow never rewritten still holds the client's key
         duration_ms = round((now - attempt.started) * 1000)
         tokens = usage.total if usage is not None else 0
         self._annotate(flow, attempt, {"status": status, "tokens": tokens, "duration_ms": duration_ms})
+        meta = flow.metadata["teamclaude"]
+        self._log_flow(flow, {
+            "kind": "pooled", "status": status, "duration_ms": duration_ms,
+            "account": account, "session": meta["session"], "model": meta["model"], "stream": meta["stream"],
+            "reason": meta["reason"], "detail": meta["detail"],
+            "failovers": meta.get("failed_attempts", []), "held_s": meta.get("held_s", 0.0),
+            "notes": meta.get("notes", []), "error": flow.error.msg if flow.error else None,
+            "usage": _usage_fields(usage, service),
+        })
         notes = [f"{h['account']} {h['status']} {h['reason']}" for h in attempt.history] + attempt.notes
         service.activity.add(
             t=now, method=flow.request.method, path=attempt.request.path, account=account,
@@ -389,6 +477,26 @@ class TeamClaude:
             duration_ms=duration_ms, reason="failover" if attempt.history else reason,
             level=level if not attempt.history or level != "info" else "warn", note="; ".join(notes),
         )
+
+    def _finish_own(self, flow: http.HTTPFlow) -> None:
+        """`response`/`error` of a flow served without an account: redact what is stored, log it."""
+        meta = flow.metadata.get("teamclaude")
+        kind = _own_kind(flow)
+        if kind is None or not isinstance(meta, dict):
+            return
+        stored_flows.redact_request(flow.request)
+        response = flow.response
+        if response is not None and isinstance(response.stream, stored_flows.WireCopy):
+            response.raw_content = response.stream.data()
+            stored_flows.redact_sent_response(flow.request, response)
+        started = flow.request.timestamp_start
+        ended = flow.error.timestamp if flow.error else (response.timestamp_end if response else None)
+        self._log_flow(flow, {
+            "kind": kind, "status": response.status_code if response is not None else None,
+            "duration_ms": round(((ended or started) - started) * 1000),
+            "account": None, "reason": meta.get("reason"),
+            "error": flow.error.msg if flow.error else None,
+        })
 
     # ----- failover (SPEC §6.1) -----
     async def _client_throttle(self, flow: http.HTTPFlow, attempt: Attempt, verdict: Verdict) -> None:
@@ -472,6 +580,18 @@ class TeamClaude:
         failed.marked = ":x:"
         failed.metadata["teamclaude"] = {"failed_attempt_of": flow.id, "account": attempt.decision.account}
         view.add([failed])
+
+
+def _own_kind(flow: http.HTTPFlow) -> str | None:
+    meta = flow.metadata.get("teamclaude")
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    return kind if kind in (PASS_THROUGH, LOCAL, REFUSED) else None
+
+
+def _usage_fields(usage, service: Service) -> dict[str, Any] | None:
+    if usage is None:
+        return None
+    return {**usage.as_dict(), "model": usage.model, "cost_usd": round(service.router.prices.cost(usage), 6)}
 
 
 def _usage_of_whole_body(response: http.Response):

@@ -31,6 +31,8 @@ class Attempt:
     held_s: float = 0.0
     header_timer: asyncio.TimerHandle | None = None
     last_account: str | None = None
+    # The account whose credential is in the flow's request headers now (redacted at the end).
+    rewritten_for: str | None = None
 
     def choose(self, decision: Decision) -> None:
         self.decision = decision
@@ -50,6 +52,7 @@ class Attempt:
     def metadata(self, outcome: dict[str, Any] | None = None) -> dict[str, Any]:
         decision = self.decision
         meta: dict[str, Any] = {
+            "kind": "pooled",
             "account": decision.account if decision else None,
             "reason": decision.reason if decision else None,
             "detail": decision.detail if decision else None,

@@ -23,6 +23,7 @@ from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore
 from teamclaude.activity import ActivityLog
 from teamclaude.credentials import CredentialManager
 from teamclaude.hold import Waker
+from teamclaude.paths import display_path
 from teamclaude.settings import Settings, SettingsError, load_settings
 from teamclaude.statefile import StateWriter, read_state
 
@@ -52,9 +53,15 @@ class Loaded:
 
 
 def load_config(config_path: Path | None) -> Loaded:
-    """Read settings and accounts (generating the proxy key on first run). Blocking."""
+    """Read settings and accounts (generating the proxy key on first run). Blocking.
+
+    Every failure becomes a one-line `ConfigError` naming the file: a hostile file must
+    not show a traceback (whose frames could hold secrets) nor stop the running proxy.
+    """
+    reading = Path(config_path) if config_path is not None else None
     try:
         settings = load_settings(config_path)
+        reading = settings.accounts_file
         settings_fingerprint = _file_fingerprint(settings.path)
         store = AccountsStore(settings.accounts_file)
         store.ensure_proxy_key()
@@ -64,6 +71,9 @@ def load_config(config_path: Path | None) -> Loaded:
         raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration: {exc.strerror or exc} ({exc.filename})") from None
+    except Exception as exc:  # noqa: BLE001 (a parser bug on hostile input: report it in one line)
+        where = display_path(reading) if reading is not None else "the settings file"
+        raise ConfigError(f"{where}: cannot be read ({exc.__class__.__name__}); fix or replace the file") from None
     return Loaded(settings, accounts, settings_fingerprint, accounts_fingerprint)
 
 
@@ -95,6 +105,18 @@ class Service:
     @property
     def proxy_key(self) -> str:
         return self.accounts.proxy_key or ""
+
+    def secrets(self) -> list[str]:
+        """Every secret the proxy holds now (for scrubbing logs and exports; never shown)."""
+        found = [self.proxy_key]
+        for listed in self.accounts.accounts:
+            try:
+                live = self.credentials.get(listed.name)  # holds tokens refreshed since the file was read
+            except LookupError:
+                live = listed
+            for account in (listed, live):
+                found += [account.access_token or "", account.refresh_token or "", account.api_key or ""]
+        return [secret for secret in found if secret]
 
     def account(self, name: str):
         for account in self.accounts.accounts:
