@@ -145,6 +145,38 @@ def _split_window_name(rest: str) -> tuple[str, str] | None:
     return None
 
 
+# What a rate-limit header name means, worked out once per distinct name: responses repeat
+# the same dozen names, and this runs on every response.
+_SCALAR, _WINDOW, _NEW_WINDOW, _API, _UNKNOWN = range(5)
+_ROLE_CACHE_MAX = 1024
+_roles: dict[str, tuple[int, str, str]] = {}
+
+
+def _classify(lname: str) -> tuple[int, str, str]:
+    if lname.startswith(UNIFIED):
+        rest = lname[len(UNIFIED):]
+        if rest in _UNIFIED_SCALARS:
+            return _SCALAR, rest, ""
+        split = _split_window_name(rest)
+        if split is None:
+            return _UNKNOWN, "", ""
+        window, part = split
+        return (_WINDOW if window in WINDOW_NAMES else _NEW_WINDOW), window, part
+    bucket, sep, part = lname[len(PREFIX):].rpartition("-")
+    if sep and bucket in _API_BUCKETS and part in _API_FIELDS:
+        return _API, bucket, part
+    return _UNKNOWN, "", ""
+
+
+def _role(lname: str) -> tuple[int, str, str]:
+    role = _roles.get(lname)
+    if role is None:
+        role = _classify(lname)
+        if len(_roles) < _ROLE_CACHE_MAX:  # hostile names cannot grow it without bound
+            _roles[lname] = role
+    return role
+
+
 def parse_ratelimit_headers(headers: Iterable[tuple[str, str]]) -> RateLimits:
     """Read every `anthropic-ratelimit-*` header (and `retry-after`) from header pairs.
 
@@ -165,25 +197,15 @@ def parse_ratelimit_headers(headers: Iterable[tuple[str, str]]) -> RateLimits:
     api_parts: dict[str, dict[str, object]] = {}
     unknown: list[str] = []
     for lname, value in raw.items():
-        if lname.startswith(UNIFIED):
-            rest = lname[len(UNIFIED):]
-            if rest in _UNIFIED_SCALARS:
-                unified[rest] = value.strip()
-                continue
-            split = _split_window_name(rest)
-            if split is None:
+        kind, group, part = _role(lname)
+        if kind == _SCALAR:
+            unified[group] = value.strip()
+        elif kind == _WINDOW or kind == _NEW_WINDOW:
+            if kind == _NEW_WINDOW:
                 unknown.append(lname)
-                continue
-            window, part = split
-            if window not in WINDOW_NAMES:
-                unknown.append(lname)
-            window_parts.setdefault(window, {})[part] = _WINDOW_PARSERS[part](value)
-            continue
-        rest = lname[len(PREFIX):]
-        bucket, sep, part = rest.rpartition("-")
-        if sep and bucket in _API_BUCKETS and part in _API_FIELDS:
-            parsed = parse_epoch(value) if part == "reset" else _parse_int(value)
-            api_parts.setdefault(bucket, {})[part] = parsed
+            window_parts.setdefault(group, {})[part] = _WINDOW_PARSERS[part](value)
+        elif kind == _API:
+            api_parts.setdefault(group, {})[part] = parse_epoch(value) if part == "reset" else _parse_int(value)
         else:
             unknown.append(lname)
 
@@ -192,7 +214,7 @@ def parse_ratelimit_headers(headers: Iterable[tuple[str, str]]) -> RateLimits:
         unified=unified,
         api={name: ApiBucket(**parts) for name, parts in api_parts.items()},  # type: ignore[arg-type]
         raw=raw,
-        unknown=tuple(sorted(unknown)),
+        unknown=tuple(sorted(unknown)) if unknown else (),
         retry_after=retry_after,
     )
 

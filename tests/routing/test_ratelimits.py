@@ -111,3 +111,13 @@ def test_never_raises_on_hostile_headers(pairs):
     for window in limits.windows.values():
         assert window.utilization is None or window.utilization >= 0
         assert window.reset is None or 0 <= window.reset < 1e11
+
+
+def test_repeated_names_parse_the_same_and_hostile_names_do_not_grow_the_name_cache():
+    from routing import ratelimits
+
+    first = parse_ratelimit_headers(MAX_HEADERS + API_KEY_HEADERS)
+    assert parse_ratelimit_headers(MAX_HEADERS + API_KEY_HEADERS) == first
+    parse_ratelimit_headers([(f"anthropic-ratelimit-unified-x{i}-status", "allowed") for i in range(3000)])
+    assert len(ratelimits._roles) <= ratelimits._ROLE_CACHE_MAX
+    assert parse_ratelimit_headers(MAX_HEADERS + API_KEY_HEADERS) == first
