@@ -116,9 +116,10 @@ def _body_fields(body: Body | None, entry: Entry) -> dict[str, Any]:
     data = body.raw
     if body.content_encoding:
         try:
-            data = encoding.decode(data, body.content_encoding)
+            decoded = encoding.decode(data, body.content_encoding)
         except ValueError:
-            pass
+            decoded = data
+        data = decoded if isinstance(decoded, bytes) else data
     if entry.token_endpoint:
         data = redact.token_body(data)
     data = redact.scrub(data, entry.secrets)
@@ -275,8 +276,11 @@ class RequestLog:
         data = render(entry, bodies=self.bodies)
         if not self._dir_ready:
             self._prepare_directory()
-        path = self.directory / file_name(entry.started, entry.flow_id)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.directory / file_name(entry.started, entry.flow_id), flags, FILE_MODE)
+        except FileExistsError:  # the same flow again (a replay): a fresh name, never an overwrite
+            fd = os.open(self.directory / file_name(entry.started, str(uuid.uuid4())), flags, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)
             view = memoryview(data)
