@@ -99,3 +99,18 @@ def test_read_state_tolerates_garbage(tmp_path):
     assert read_state(path) is None
     path.write_bytes(b"{half")
     assert read_state(path) is None
+
+
+def test_encoding_in_slices_gives_the_bytes_of_one_json_dumps_call():
+    snapshot = {
+        "accounts": [{"name": "a", "windows": {"5h": {"utilization": 0.5}}}, {"name": "b", "x": None}],
+        "sessions": [{"id": f"s{i}", "warm": i % 2 == 0} for i in range(statefile._ITEMS_PER_CALL * 2 + 3)],
+        "empty": [],
+        "activity": [{"t": 1.5, "note": "é \"quoted\"", "path": statefile.Path("/p")}],
+        "totals": {"requests": 3, "models": {"m": [1, 2]}},
+        "current": None,
+    }
+    encoded = statefile.encode_state(snapshot, 7, 12.25)
+    expected = {"version": statefile.VERSION, "seq": 7, "written_at": 12.25, **snapshot}
+    assert encoded == json.dumps(expected, separators=(",", ":"), allow_nan=False, default=str).encode()
+    assert json.loads(encoded)["activity"][0]["path"] == "/p"
