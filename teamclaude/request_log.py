@@ -79,7 +79,7 @@ def entry_for(flow: http.HTTPFlow, facts: dict[str, Any], *, bodies: bool, secre
         facts={
             "time": _iso(started),
             "method": request.method,
-            "url": request.pretty_url,
+            "url": request.url,
             **facts,
         },
         request_headers=list(request.headers.items(multi=True)),
