@@ -52,11 +52,13 @@ class Loaded:
     accounts_fingerprint: tuple[int, int, int] | None
 
 
-def load_config(config_path: Path | None) -> Loaded:
-    """Read settings and accounts (generating the proxy key on first run). Blocking.
+def load_config(config_path: Path | None, *, first_run: bool = True) -> Loaded:
+    """Read settings and accounts (generating the proxy key on the first run). Blocking.
 
     Every failure becomes a one-line `ConfigError` naming the file: a hostile file must
     not show a traceback (whose frames could hold secrets) nor stop the running proxy.
+    On a reload an accounts file without a proxy key is refused rather than given a new
+    key: it was truncated or replaced, and a new key would lock every client out.
     """
     reading = Path(config_path) if config_path is not None else None
     try:
@@ -64,13 +66,21 @@ def load_config(config_path: Path | None) -> Loaded:
         reading = settings.accounts_file
         settings_fingerprint = _file_fingerprint(settings.path)
         store = AccountsStore(settings.accounts_file)
-        store.ensure_proxy_key()
+        if first_run:
+            store.ensure_proxy_key()
         accounts_fingerprint = _file_fingerprint(settings.accounts_file)
         accounts = store.read()
+        if not accounts.proxy_key:
+            raise ConfigError(
+                f"{display_path(settings.accounts_file)}: no 'proxy_key' (was the file truncated or replaced?); "
+                "restore it, or restart the proxy to generate a new key"
+            )
     except (SettingsError, AccountsError) as exc:
         raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration: {exc.strerror or exc} ({exc.filename})") from None
+    except ConfigError:
+        raise
     except Exception as exc:  # noqa: BLE001 (a parser bug on hostile input: report it in one line)
         where = display_path(reading) if reading is not None else "the settings file"
         raise ConfigError(f"{where}: cannot be read ({exc.__class__.__name__}); fix or replace the file") from None
@@ -230,7 +240,7 @@ class Service:
     async def reload(self, config_path: Path | None) -> str:
         """Re-read both files now; a bad file keeps the last good configuration."""
         try:
-            loaded = await asyncio.to_thread(load_config, config_path)
+            loaded = await asyncio.to_thread(load_config, config_path, first_run=False)
         except ConfigError as exc:
             self._report_config_error(str(exc))
             raise
