@@ -44,6 +44,11 @@ def _file_fingerprint(path: Path) -> tuple[int, int, int] | None:
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
+def _one_line(text: str) -> str:
+    """Control characters from a hostile file shown escaped: one line, no terminal escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @dataclass(frozen=True)
 class Loaded:
     settings: Settings
@@ -76,7 +81,7 @@ def load_config(config_path: Path | None, *, first_run: bool = True) -> Loaded:
                 "restore it, or restart the proxy to generate a new key"
             )
     except (SettingsError, AccountsError) as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(_one_line(str(exc))) from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration: {exc.strerror or exc} ({exc.filename})") from None
     except ConfigError:
