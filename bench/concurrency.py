@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/concurrency.py             # full run: N = 50, 200, 500 (~1.5 min)
     .venv/bin/python bench/concurrency.py --quick     # N = 50, 200 for 6 s (< 1 min)
-    .venv/bin/python bench/concurrency.py --direct    # also the same streams without the proxy
+    .venv/bin/python bench/concurrency.py --direct --bare   # also without a proxy, and through
+                                                            # the bare mitmproxy floor (~4 min)
 
 N clients each open a keep-alive connection (starts spread over `--ramp` seconds) and ask
 for one streamed message whose SSE events the fake upstream (its own process) sends every
@@ -11,9 +12,11 @@ blank line arrives. A stream's stall is the largest gap between consecutive even
 the upstream's own spacing (gap - interval); the table gives p50/p99/max of that per-stream
 worst, and the p99 over every gap. A stream completes when it ends with status 200, clean
 chunked framing and every event. The proxy's RSS is sampled every 0.5 s (peak shown) and
-its CPU read from `/proc/<pid>/stat`; a fresh proxy serves each N. `--direct` runs the
-same streams straight against the fake first: what the machine, the fake and the client
-cost on their own.
+its CPU read from `/proc/<pid>/stat` (the fake's and this client's CPU are shown too: on a
+small machine they compete with the proxy); a fresh proxy serves each N. `--direct` runs
+the same streams straight against the fake first (what the machine, the fake and the client
+cost on their own), `--bare` through mitmproxy with only `bench/bare_addon.py` (what
+mitmproxy itself costs).
 
 Prints a table; writes bench/results/concurrency.json.
 """
@@ -33,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.client import Connection  # noqa: E402
 from bench.procs import (  # noqa: E402
+    BareProxyProcess,
     FakeUpstreamProcess,
     bench_accounts,
     client_headers,
@@ -113,7 +117,7 @@ async def sample_process(pid: int | None, every_s: float, peak_rss: list[float],
             pass
 
 
-async def run_streams(host: str, port: int, pid: int | None, plan: Plan) -> dict[str, Any]:
+async def run_streams(host: str, port: int, pid: int | None, fake_pid: int, plan: Plan) -> dict[str, Any]:
     account = bench_accounts(1)[0]
     body = message_body(stream=True, text="stream")
     open_now, peak = [0], [0]
@@ -122,6 +126,7 @@ async def run_streams(host: str, port: int, pid: int | None, plan: Plan) -> dict
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_process(pid, 0.5, peak_rss, stop))
     cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    fake_cpu_before = cpu_seconds(fake_pid)
     own_cpu_before = time.process_time()
     started = time.perf_counter()
     tasks = []
@@ -151,6 +156,7 @@ async def run_streams(host: str, port: int, pid: int | None, plan: Plan) -> dict
         "first_event_ms": {"p50": ms(first, 0.5), "p99": ms(first, 0.99), "max": ms(first, 1.0)},
         "proxy_rss_mb": {"before": round(rss_before, 1), "peak": round(peak_rss[0], 1)} if pid is not None else None,
         "proxy_cpu_s": round(proxy_cpu, 2) if proxy_cpu is not None else None,
+        "upstream_cpu_s": round(cpu_seconds(fake_pid) - fake_cpu_before, 2),
         "client_cpu_s": round(time.process_time() - own_cpu_before, 2),
         "elapsed_s": round(elapsed, 1),
         "errors": errors[:5],
@@ -172,13 +178,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 plan = Plan(count, chunks, args.interval_ms / 1000, args.ramp)
                 if args.direct:
                     print(f"  {count} streams direct …", file=sys.stderr, flush=True)
-                    row = await run_streams(fake_host, int(fake_port), None, plan)
+                    row = await run_streams(fake_host, int(fake_port), None, fake.pid, plan)
                     rows.append({"target": "direct", **row})
+                if args.bare:
+                    print(f"  {count} streams through the bare mitmproxy floor …", file=sys.stderr, flush=True)
+                    bare = BareProxyProcess(fake.url, f"Bearer {accounts[0].access_token}")
+                    bare.start()
+                    try:
+                        row = await run_streams("127.0.0.1", bare.port, bare.pid, fake.pid, plan)
+                    finally:
+                        bare.stop()
+                    rows.append({"target": "bare", **row})
                 print(f"  {count} streams through teamclaude …", file=sys.stderr, flush=True)
                 proxy, _ = start_teamclaude(root / f"teamclaude-{count}", fake.url, accounts)
                 try:
                     assert proxy.process is not None and proxy.port is not None
-                    row = await run_streams("127.0.0.1", proxy.port, proxy.process.pid, plan)
+                    row = await run_streams("127.0.0.1", proxy.port, proxy.process.pid, fake.pid, plan)
                 finally:
                     proxy.stop()
                 rows.append({"target": "teamclaude", **row})
@@ -201,7 +216,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     header = (f"{'N':>5} {'target':<11} {'done':>9} {'stall p50':>10} {'p99':>8} {'max':>8} {'gaps p99':>9} "
-              f"{'1st ev p99':>10} {'RSS peak':>9} {'CPU s':>7}")
+              f"{'1st ev p99':>10} {'RSS peak':>9} {'CPU s':>7} {'fake CPU':>8} {'client':>7}")
     lines = [header, "-" * len(header)]
     for row in result["runs"]:
         stall = row["stall_ms"]
@@ -210,7 +225,7 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"{row['streams']:>5} {row['target']:<11} {row['completed']:>4}/{row['streams']:<4} "
             f"{_ms(stall['p50']):>10} {_ms(stall['p99']):>8} {_ms(stall['max']):>8} {_ms(row['all_gaps_excess_p99_ms']):>9} "
-            f"{_ms(row['first_event_ms']['p99']):>10} {rss:>9} {cpu:>7}"
+            f"{_ms(row['first_event_ms']['p99']):>10} {rss:>9} {cpu:>7} {row['upstream_cpu_s']:>8.1f} {row['client_cpu_s']:>7.1f}"
         )
     return "\n".join(lines)
 
@@ -228,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which the streams start")
     parser.add_argument("--accounts", type=int, default=4, help="accounts in the pool")
     parser.add_argument("--direct", action="store_true", help="also run each N straight against the fake upstream")
+    parser.add_argument("--bare", action="store_true", help="also run each N through the bare mitmproxy floor")
     args = parser.parse_args(argv)
     args.streams = args.streams or ([50, 200] if args.quick else [50, 200, 500])
     args.seconds = args.seconds or (6.0 if args.quick else 20.0)

@@ -136,16 +136,17 @@ async def run_batch(target: Target, workload: Workload, requests: int, headers: 
     return latencies, errors
 
 
-async def measure(targets: list[Target], rounds: int, per_batch: dict[int, int], warmup: int) -> dict[tuple[str, str], Samples]:
+async def measure(targets: list[Target], workloads: list[Workload], rounds: int, per_batch: dict[int, int],
+                  warmup: int) -> dict[tuple[str, str], Samples]:
     account = bench_accounts(1)[0]
-    headers = [client_headers(account, f"bench-session-{i:03d}") for i in range(max(w.concurrency for w in WORKLOADS))]
+    headers = [client_headers(account, f"bench-session-{i:03d}") for i in range(max(w.concurrency for w in workloads))]
     for target in targets:
-        for workload in WORKLOADS:
+        for workload in workloads:
             await run_batch(target, workload, max(warmup, 2 * workload.concurrency), headers)
-    cells = {(w.name, t.name): Samples() for w in WORKLOADS for t in targets}
+    cells = {(w.name, t.name): Samples() for w in workloads for t in targets}
     for round_index in range(rounds):
         order = targets[round_index % len(targets):] + targets[: round_index % len(targets)]
-        for workload in WORKLOADS:
+        for workload in workloads:
             for target in order:
                 cell = cells[(workload.name, target.name)]
                 before = target.cpu()
@@ -158,9 +159,9 @@ async def measure(targets: list[Target], rounds: int, per_batch: dict[int, int],
     return cells
 
 
-def summarise(cells: dict[tuple[str, str], Samples], targets: list[Target]) -> dict[str, Any]:
+def summarise(cells: dict[tuple[str, str], Samples], targets: list[Target], workloads: list[Workload]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    for workload in WORKLOADS:
+    for workload in workloads:
         direct = cells[(workload.name, "direct")]
         rows: dict[str, Any] = {}
         for target in targets:
@@ -237,7 +238,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 Target("teamclaude", "127.0.0.1", proxy.port, proxy.process.pid),
             ]
             started = time.perf_counter()
-            cells = await measure(targets, args.rounds, {1: args.requests_c1, 32: args.requests_c32}, args.warmup)
+            workloads = [w for w in WORKLOADS if w.name in args.workloads]
+            cells = await measure(targets, workloads, args.rounds, {1: args.requests_c1, 32: args.requests_c32}, args.warmup)
             elapsed = time.perf_counter() - started
             rss = {"bare": rss_mb(bare.pid), "teamclaude": rss_mb(proxy.process.pid)}
             for target in targets:
@@ -257,7 +259,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests_per_batch": {"c1": args.requests_c1, "c32": args.requests_c32},
         "elapsed_s": round(elapsed, 1),
         "rss_mb_at_end": rss,
-        "workloads": summarise(cells, targets),
+        "workloads": summarise(cells, targets, workloads),
     }
 
 
@@ -269,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests-c32", type=int, help="requests per batch at concurrency 32 (default 1280; quick 320)")
     parser.add_argument("--warmup", type=int, default=50, help="warm-up requests per target and workload")
     parser.add_argument("--accounts", type=int, default=4, help="accounts in the pool")
+    parser.add_argument("--workloads", nargs="+", choices=[w.name for w in WORKLOADS], default=[w.name for w in WORKLOADS],
+                        help="run only these workloads (e.g. while profiling)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (3 if args.quick else 8)
     args.requests_c1 = args.requests_c1 or (60 if args.quick else 250)
