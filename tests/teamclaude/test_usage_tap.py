@@ -148,3 +148,53 @@ def test_event_count_does_not_depend_on_chunking(pieces, cuts):
     byte_by_byte = UsageTap()
     feed(byte_by_byte, data, list(range(len(data))))
     assert one_read.events == chunked.events == byte_by_byte.events
+
+
+# ---- hostile streams: every byte passes unchanged, usage stays a set of non-negative counts ----
+
+_json_leaves = st.one_of(
+    st.none(), st.booleans(), st.text(max_size=8),
+    st.integers(min_value=-(10**30), max_value=10**30), st.floats(allow_nan=True, allow_infinity=True),
+)
+_usage_keys = st.sampled_from(["type", "message", "usage", "input_tokens", "output_tokens", "model",
+                               "cache_creation", "cache_read_input_tokens", "ephemeral_5m_input_tokens",
+                               "cache_creation_input_tokens", "delta"])
+_payloads = st.recursive(_json_leaves, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(_usage_keys, inner, max_size=5)), max_leaves=15)
+_event_names = st.sampled_from(["message_start", "message_delta", "ping", "error", "content_block_delta", ""])
+_separators = st.sampled_from(["\n", "\r\n", "\r"])
+
+
+def _hostile_event(name: str, payload, sep: str, raw_tail: bytes) -> bytes:
+    if isinstance(payload, dict) and name.startswith("message"):
+        payload = {**payload, "type": name}
+    line = f"event: {name}{sep}data: {json.dumps(payload)}{sep}".encode()
+    return line + raw_tail + sep.encode() * 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(st.tuples(_event_names, _payloads, _separators,
+                              st.sampled_from([b"", b"data: {", b"data: [[[[", b": comment", b"data:\xff\xfe", b"id: 1"])),
+                    max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12),
+    compressed=st.booleans(),
+)
+def test_hostile_sse_passes_through_unchanged_and_usage_stays_sane(events, cuts, compressed):
+    plain = b"".join(_hostile_event(*event) for event in events)
+    data = gzip.compress(plain) if compressed else plain
+    tap = UsageTap("gzip" if compressed else None, keep_bytes=1 << 20)
+    assert feed(tap, data, cuts) == data
+    assert tap.wire_bytes() == data
+    for count in (tap.usage.input_tokens, tap.usage.output_tokens, tap.usage.cache_write_5m,
+                  tap.usage.cache_write_1h, tap.usage.cache_read):
+        assert isinstance(count, int) and count >= 0
+    assert tap.usage.model is None or isinstance(tap.usage.model, str)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=3000), st.lists(st.integers(min_value=0, max_value=3000), max_size=12),
+       st.sampled_from(["gzip", "deflate", "br", "identity", "x-unknown"]))
+def test_corrupt_encoded_streams_pass_through_unchanged(data, cuts, content_encoding):
+    tap = UsageTap(content_encoding, keep_bytes=1 << 20)
+    assert feed(tap, gzip.compress(a_stream())[:20] + data, cuts) == gzip.compress(a_stream())[:20] + data

@@ -1,0 +1,55 @@
+"""A hostile upstream through the real proxy: malformed SSE and garbled rate-limit headers
+reach the client byte for byte, and the proxy keeps serving and writing its state."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+from teamclaude.statefile import read_state
+from tests.e2e.cli_runner import wait_until
+from tests.e2e.harness import PROXY_KEY, call, message_body, oauth_account, start_proxy, write_config
+from tests.e2e.scripted import ScriptedUpstream
+
+MALFORMED_SSE = [
+    b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":-5,",
+    b"\"output_tokens\":1e999}}}\n\nevent: message_delta\r\ndata: [[[[[[\r\n\r\n",
+    b"data: \xff\xfe\x00 not utf-8\n\n: comment only\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",",
+    b"\"usage\":{\"output_tokens\":\"many\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}",  # no final separator
+]
+GARBLED_HEADERS = [
+    ("content-type", "text/event-stream"),
+    ("anthropic-ratelimit-unified-5h-utilization", "nan"),
+    ("anthropic-ratelimit-unified-5h-reset", "1e309"),
+    ("anthropic-ratelimit-unified-7d-utilization", "-0.5"),
+    ("anthropic-ratelimit-unified-7d-reset", "99999999999999999999999"),
+    ("anthropic-ratelimit-unified-7d-status", "r\u00e9jected"),
+    ("anthropic-ratelimit-unified-status", ""),
+    ("anthropic-ratelimit-unified-x!~y-utilization", "0.5"),
+    ("retry-after", "soon"),
+]
+
+
+def test_malformed_sse_and_garbled_headers_reach_the_client_unchanged(tmp_path):
+    with ScriptedUpstream(MALFORMED_SSE, GARBLED_HEADERS, interval_s=0.05) as upstream:
+        cfg = write_config(tmp_path, upstream.url, [oauth_account("alice")])
+        with start_proxy(cfg) as proxy:
+            for _ in range(2):
+                host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+                connection = http.client.HTTPConnection(host, int(port), timeout=30)
+                connection.request("POST", "/v1/messages", body=json.dumps(message_body(stream=True)),
+                                   headers={"x-teamclaude-key": PROXY_KEY, "content-type": "application/json"})
+                response = connection.getresponse()
+                body = response.read()
+                received = [(name.lower(), value) for name, value in response.getheaders()]
+                connection.close()
+                assert response.status == 200
+                assert body == b"".join(MALFORMED_SSE)
+                for header in GARBLED_HEADERS:
+                    assert header in received
+            status = json.loads(call(proxy.url, "GET", "/teamclaude/status")[2])
+            [alice] = status["accounts"]
+            assert alice["inflight"] == 0 and alice["bench_until"] is None
+            state = wait_until(lambda: (read_state(cfg.state) or {}).get("totals", {}).get("requests") == 2 and
+                               read_state(cfg.state), "the state file to count both requests")
+            assert state["accounts"][0]["name"] == "alice"
