@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -32,6 +33,9 @@ ANTHROPIC_VERSION = "2023-06-01"
 CAPACITY_EXIT = {"green": 0, "yellow": 10, "red": 20}
 UNREACHABLE_EXIT = 20
 START_HINT = "start it with 'mitmdump -s teamclaude_addon.py'"
+
+
+_ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class ProxyUnreachable(CommandError):
@@ -285,16 +289,23 @@ def allowed_origins(settings: Settings) -> set[tuple[str, str]]:
 
 
 def api_url(settings: Settings, path: str) -> str:
-    if path.startswith(("http://", "https://")):
-        parts = urlsplit(path)
-        if (parts.scheme, parts.netloc.lower()) not in allowed_origins(settings):
-            hosts = ", ".join(sorted(f"{s}://{h}" for s, h in allowed_origins(settings)))
-            raise CommandError(
-                f"refusing to send account credentials to {parts.scheme}://{parts.netloc}: "
-                f"only the configured Anthropic hosts ({hosts})"
-            )
-        return path
-    return settings.upstream + "/" + path.lstrip("/")
+    """The URL for `path`; CommandError unless it is on one of the configured Anthropic hosts."""
+    url = path if _ABSOLUTE_URL.match(path) else settings.upstream + "/" + path.lstrip("/")
+    parts = urlsplit(url)
+    if (parts.scheme.lower(), parts.netloc.lower()) not in allowed_origins(settings):
+        hosts = ", ".join(sorted(f"{s}://{h}" for s, h in allowed_origins(settings)))
+        raise CommandError(
+            f"refusing to send account credentials to {parts.scheme}://{parts.netloc}: "
+            f"only the configured Anthropic hosts ({hosts})"
+        )
+    return url
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib would repeat the credential headers to wherever a redirect points: never follow."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
+        return None
 
 
 def cmd_api(args: argparse.Namespace, out: Console) -> int:
@@ -321,12 +332,16 @@ def cmd_api(args: argparse.Namespace, out: Console) -> int:
     else:
         headers["x-api-key"] = account.api_key or ""
     request = urllib.request.Request(url, headers=headers)
+    opener = urllib.request.build_opener(_NoRedirects)
     try:
-        with urllib.request.urlopen(request, timeout=API_TIMEOUT_S) as response:
+        with opener.open(request, timeout=API_TIMEOUT_S) as response:
             status, body = response.status, response.read()
     except urllib.error.HTTPError as exc:
         with exc:
             status, body = exc.code, exc.read()
+            if 300 <= status < 400:
+                print(f"teamclaude: not following the redirect to {exc.headers.get('location', '?')} "
+                      "(credentials go only to the configured Anthropic hosts)", file=sys.stderr)
     except (urllib.error.URLError, OSError) as exc:
         raise CommandError(f"cannot reach {urlsplit(url).netloc}: {getattr(exc, 'reason', exc)}") from None
     try:
