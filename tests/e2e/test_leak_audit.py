@@ -119,7 +119,12 @@ def test_no_secret_in_any_file_written_or_line_printed(tmp_path):
     held = [m for m in pooled if m.get("held_s", 0) >= 1]
     assert held and held[0]["failed_attempts"] and held[0]["outcome"]["status"] == 200
     assert any(f.marked == FAILOVER_MARK for f in flows)
-    assert json.loads(har_file.read_text())["log"]["entries"]
+    har_entries = json.loads(har_file.read_text())["log"]["entries"]
+    assert len(har_entries) == len(flows)
+    har_headers = [{h["name"].lower(): h["value"] for h in e["request"]["headers"]} for e in har_entries]
+    assert {h.get("authorization") for h in har_headers} >= {"<account:alice>", "<account:bob>"}
+    assert {h.get("x-api-key") for h in har_headers} >= {"<account:ci-key>"}
+    assert any("message_stop" in e["response"]["content"].get("text", "") for e in har_entries)  # streams kept
     log_dir = tmp_path / "requests"
     logs = sorted(os.listdir(log_dir))
     assert len(logs) == len(flows) and all(written_at(name) for name in logs)
