@@ -189,7 +189,8 @@ class TeamClaude:
     @command.command("teamclaude.reload")
     def reload_command(self) -> None:
         service = self._require()
-        asyncio.get_running_loop().create_task(self._reload_quietly(service), name="teamclaude reload")
+        task = asyncio.get_running_loop().create_task(self._reload_quietly(service), name="teamclaude reload")
+        self._tasks = [t for t in self._tasks if not t.done()] + [task]  # held, so it is not collected mid-run
 
     @command.command("teamclaude.export")
     def export_command(self, flows: Sequence[mitmproxy.flow.Flow], path: mitmproxy.types.Path) -> None:
