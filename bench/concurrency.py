@@ -47,6 +47,7 @@ from bench.procs import (  # noqa: E402
     rss_mb,
     start_teamclaude,
     work_dir,
+    machine,
     write_results,
 )
 
@@ -165,6 +166,7 @@ async def run_streams(host: str, port: int, pid: int | None, fake_pid: int, plan
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     nofile = raise_open_files_limit()
+    box = machine()
     accounts = bench_accounts(args.accounts)
     chunks = max(1, round(args.seconds * 1000 / args.interval_ms) - _FRAME_EVENTS + 1)
     rows: list[dict[str, Any]] = []
@@ -204,6 +206,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["bench/concurrency.py", *sys.argv[1:]]),
         "python": sys.version.split()[0],
+        "machine": {**box, "load_average_after": machine()["load_average"]},
         "accounts": args.accounts,
         "seconds": args.seconds,
         "interval_ms": args.interval_ms,

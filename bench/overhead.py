@@ -48,6 +48,7 @@ from bench.procs import (  # noqa: E402
     rss_mb,
     start_teamclaude,
     work_dir,
+    machine,
     write_results,
 )
 
@@ -220,6 +221,7 @@ def table(summary: dict[str, Any]) -> str:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     raise_open_files_limit()
+    box = machine()
     accounts = bench_accounts(args.accounts)
     with work_dir("tc-bench-overhead-") as tmp:
         root = Path(tmp)
@@ -254,6 +256,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["bench/overhead.py", *sys.argv[1:]]),
         "python": sys.version.split()[0],
+        "machine": {**box, "load_average_after": machine()["load_average"]},
         "accounts": args.accounts,
         "rounds": args.rounds,
         "requests_per_batch": {"c1": args.requests_c1, "c32": args.requests_c32},

@@ -194,6 +194,11 @@ def work_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=prefix)
 
 
+def machine() -> dict[str, object]:
+    """What the numbers ran on: CPUs and the load average (other work on the box adds noise)."""
+    return {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
 def write_results(name: str, document: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
