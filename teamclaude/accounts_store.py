@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from routing.types import AccountKind, AccountSpec
+from teamclaude import yamlsafe
 from teamclaude.atomic import atomic_write
 from teamclaude.paths import display_path
 
@@ -34,8 +35,7 @@ _FILE_HEADER = (
 
 T = TypeVar("T")
 
-# libyaml when PyYAML was built with it (it usually is): parsing is ~10x faster.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# libyaml when PyYAML was built with it (it usually is): dumping is ~10x faster.
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -130,6 +130,9 @@ class AccountsDoc:
 
 class AccountsError(ValueError):
     """A bad accounts file. `str()` is one line naming file, line and account, never a secret."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(yamlsafe.printable(message))
 
 
 class _Problem(Exception):
@@ -265,18 +268,14 @@ def parse_accounts(text: str, path: Path) -> AccountsDoc:
     """Parse and validate accounts YAML read from `path` (named in errors)."""
     try:
         return _parse(text)
-    except _Problem as problem:
+    except (_Problem, yamlsafe.PlainYamlError) as problem:
         at = f" line {problem.line}" if problem.line else ""
-        raise AccountsError(f"{display_path(path)}{at}: {problem.text}") from None
+        text_of = problem.text if isinstance(problem, _Problem) else problem.problem
+        raise AccountsError(f"{display_path(path)}{at}: {text_of}") from None
 
 
 def _parse(text: str) -> AccountsDoc:
-    try:
-        root = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or "unreadable"
-        raise _Problem(mark.line + 1 if mark else None, f"not valid YAML: {problem}") from None
+    root = yamlsafe.compose(text)
     doc = AccountsDoc()
     if root is None:
         return doc
@@ -397,7 +396,7 @@ def _pairs(node: yaml.MappingNode, owner: str) -> list[tuple[str, yaml.Node]]:
 
 
 def _construct(node: yaml.Node) -> Any:
-    return yaml.constructor.SafeConstructor().construct_document(node)
+    return yamlsafe.construct(node)
 
 
 def _line(node: yaml.Node) -> int:

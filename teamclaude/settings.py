@@ -19,6 +19,7 @@ import yaml
 
 from routing.config import DEFAULT_RAMP_TIERS, RoutingConfig
 from teamclaude.atomic import atomic_write
+from teamclaude import yamlsafe
 from teamclaude.paths import config_path, default_state_path, display_path
 
 DEFAULT_OAUTH_TOKEN_URL = "https://platform.claude.com/v1/oauth/token"
@@ -97,6 +98,9 @@ SETTINGS_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settin
 class SettingsError(ValueError):
     """A bad settings file. `str()` is one line naming the file, the line and the key."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(yamlsafe.printable(message))
+
 
 class _Invalid(Exception):
     """A value failed validation; the message names the key, the value and what is allowed."""
@@ -131,9 +135,10 @@ def parse_settings(text: str, path: Path) -> Settings:
     """Validate settings YAML `text` as if it were the file at `path`."""
     where = display_path(path)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"{where} {_yaml_error_text(exc)}") from None
+        root = yamlsafe.compose(text)
+    except yamlsafe.PlainYamlError as exc:
+        at = f"line {exc.line}: " if exc.line else ""
+        raise SettingsError(f"{where} {at}{exc.problem}") from None
     if root is None:
         return Settings.defaults(path)
     if not isinstance(root, yaml.MappingNode):
@@ -149,8 +154,8 @@ def parse_settings(text: str, path: Path) -> Settings:
         _check_key(key, line, lines, where)
         lines[key] = line
         try:
-            values[key] = _convert(key, _construct(value_node), path)
-        except _Invalid as exc:
+            values[key] = _convert(key, yamlsafe.construct(value_node), path)
+        except (_Invalid, yamlsafe.PlainYamlError) as exc:
             raise SettingsError(f"{where} line {line}: {exc}") from None
 
     _check_cross_keys(values, lines, where)
@@ -181,18 +186,6 @@ def _check_cross_keys(values: dict[str, Any], lines: dict[str, int], where: str)
             f"{where} line {lines[key]}: 'binding_evict_s' ({_show(evict)}) must be at least "
             f"'warm_window_s' ({_show(warm)}), or warm sessions lose their account"
         )
-
-
-def _construct(node: yaml.Node) -> Any:
-    return yaml.constructor.SafeConstructor().construct_document(node)
-
-
-def _yaml_error_text(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    if mark is not None:
-        return f"line {mark.line + 1}: not valid YAML: {problem}"
-    return f"not valid YAML: {problem}"
 
 
 def _show(value: Any) -> str:
