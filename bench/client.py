@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _EVENT_END = b"\n\n"
@@ -148,7 +149,7 @@ class Connection:
             headers[name.strip().lower()] = value.strip()
         return int(parts[1]), headers
 
-    async def _read_chunked(self, take) -> None:
+    async def _read_chunked(self, take: Callable[[bytes], None]) -> None:
         reader = self._reader
         while True:
             size_line = await reader.readuntil(b"\r\n")

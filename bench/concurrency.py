@@ -67,6 +67,16 @@ class StreamResult:
 
 
 @dataclass
+class OpenStreams:
+    now: int = 0
+    peak: int = 0
+
+    def opened(self) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+
+@dataclass
 class Plan:
     streams: int
     chunks: int
@@ -79,13 +89,12 @@ class Plan:
 
 
 async def one_stream(host: str, port: int, plan: Plan, index: int, headers: dict[str, str], body: bytes,
-                     open_now: list[int], peak: list[int]) -> StreamResult:
+                     streams: OpenStreams) -> StreamResult:
     await asyncio.sleep(plan.ramp_s * index / max(1, plan.streams))
     connection = None
     try:
         connection = await Connection.open(host, port)
-        open_now[0] += 1
-        peak[0] = max(peak[0], open_now[0])
+        streams.opened()
         timeout = plan.expected_events * plan.interval_s + 60
         response = await asyncio.wait_for(
             connection.request("POST", "/v1/messages", headers, body, keep_body=False, time_events=True), timeout
@@ -94,7 +103,7 @@ async def one_stream(host: str, port: int, plan: Plan, index: int, headers: dict
         return StreamResult(False, 0, error=f"{type(exc).__name__}: {exc}")
     finally:
         if connection is not None:
-            open_now[0] -= 1
+            streams.now -= 1
             await connection.close()
     times = response.event_times
     excesses = [max(0.0, later - earlier - plan.interval_s) for earlier, later in zip(times, times[1:])]
@@ -121,7 +130,7 @@ async def sample_process(pid: int | None, every_s: float, peak_rss: list[float],
 async def run_streams(host: str, port: int, pid: int | None, fake_pid: int, plan: Plan) -> dict[str, Any]:
     account = bench_accounts(1)[0]
     body = message_body(stream=True, text="stream")
-    open_now, peak = [0], [0]
+    streams = OpenStreams()
     peak_rss = [rss_mb(pid) if pid is not None else 0.0]
     rss_before = peak_rss[0]
     stop = asyncio.Event()
@@ -137,7 +146,7 @@ async def run_streams(host: str, port: int, pid: int | None, fake_pid: int, plan
             "x-fake-chunks": str(plan.chunks),
             "x-fake-chunk-interval-ms": str(round(plan.interval_s * 1000)),
         }
-        tasks.append(one_stream(host, port, plan, index, headers, body, open_now, peak))
+        tasks.append(one_stream(host, port, plan, index, headers, body, streams))
     results: list[StreamResult] = await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - started
     stop.set()
@@ -151,7 +160,7 @@ async def run_streams(host: str, port: int, pid: int | None, fake_pid: int, plan
     return {
         "streams": plan.streams,
         "completed": sum(r.ok for r in results),
-        "peak_open": peak[0],
+        "peak_open": streams.peak,
         "stall_ms": {"p50": ms(worst, 0.5), "p99": ms(worst, 0.99), "max": ms(worst, 1.0)},
         "all_gaps_excess_p99_ms": ms(every_gap, 0.99),
         "first_event_ms": {"p50": ms(first, 0.5), "p99": ms(first, 0.99), "max": ms(first, 1.0)},
