@@ -8,6 +8,7 @@ proxy on the configured `listen_host:port` toward `upstream`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from collections.abc import Sequence
@@ -113,6 +114,9 @@ class TeamClaude:
     def running(self) -> None:
         if self.service is None:
             return
+        # Everything loaded so far lives as long as the proxy: keep it out of the cyclic
+        # collector's full passes (measured: 60-120 ms pauses with 500 live streams).
+        gc.freeze()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.service.writer.run(), name="teamclaude state writer"),
@@ -172,6 +176,15 @@ class TeamClaude:
         log = self._request_log()
         if log is not None and self.service is not None:
             log.submit(request_log.entry_for(flow, facts, bodies=log.bodies, secrets=self.service.secrets()))
+
+    @staticmethod
+    def _keep_stream_bytes() -> int:
+        """Keep streamed bodies only where someone can look at them: a flow view (mitmweb,
+        the console), a `-w` flow file or a HAR export. mitmdump alone needs no copy."""
+        options = ctx.options
+        viewed = ctx.master.addons.get("view") is not None
+        saved = bool(getattr(options, "save_stream_file", None) or getattr(options, "hardump", None))
+        return KEEP_STREAM_BYTES if viewed or saved else 0
 
     # ----- commands (usable from mitmweb and the console) -----
     @command.command("teamclaude.status")
@@ -398,7 +411,7 @@ class TeamClaude:
         response = flow.response
         attempt.verdict = self._observe(attempt, response.status_code, response.headers.items(multi=True))
         if response.headers.get("content-type", "").startswith("text/event-stream"):
-            attempt.tap = UsageTap(response.headers.get("content-encoding"), keep_bytes=KEEP_STREAM_BYTES)
+            attempt.tap = UsageTap(response.headers.get("content-encoding"), keep_bytes=self._keep_stream_bytes())
             response.stream = attempt.tap
 
     async def response(self, flow: http.HTTPFlow) -> None:
