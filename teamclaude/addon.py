@@ -20,6 +20,8 @@ import mitmproxy.flow
 import mitmproxy.types
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
+from mitmproxy.connection import ConnectionState
+from mitmproxy.net.http.http1.assemble import assemble_response
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from routing.failures import THROTTLED_KINDS, Verdict, classify
@@ -445,12 +447,16 @@ class TeamClaude:
             usage = None
         self._finish(flow, attempt, response.status_code, usage, level="info" if response.status_code < 400 else "warn")
 
-    def error(self, flow: http.HTTPFlow) -> None:
+    async def error(self, flow: http.HTTPFlow) -> None:
         attempt = self._attempts.get(flow.id)
         if attempt is None and self.service is not None:
             self._finish_own(flow)
             return
         if attempt is None or self.service is None:
+            return
+        writer = self._client_writer_for_failover(flow, attempt)
+        if writer is not None:
+            await self._fail_over_after_connection_error(flow, attempt, writer)
             return
         usage = attempt.tap.usage if attempt.tap is not None else None
         if attempt.tap is not None and flow.response is not None and not attempt.tap.wire_truncated:
@@ -458,6 +464,51 @@ class TeamClaude:
         status = flow.response.status_code if flow.response is not None else None
         attempt.notes.append(flow.error.msg if flow.error else "connection error")
         self._finish(flow, attempt, status, usage, level="error")
+
+    def _client_writer_for_failover(self, flow: http.HTTPFlow, attempt: Attempt):
+        """The client's socket writer when a connection failure before any response can still
+        be failed over transparently, else None.
+
+        mitmproxy 11 answers such failures with its own 502 right after the `error` hook and
+        offers no way to replace it. For a plain HTTP/1 client (the reverse-proxy setup) the
+        addon can answer on the client's socket itself and then mark the flow killed, which
+        makes mitmproxy close the connection without writing anything more.
+        """
+        service = self.service
+        if (
+            service is None or service.settings.failover != "transparent" or attempt.decision is None
+            or attempt.header_timer is None or flow.response is not None or flow.error is None
+            or flow.error.msg == mitmproxy.flow.Error.KILLED_MESSAGE
+            or flow.client_conn.tls_established or not flow.request.http_version.startswith("HTTP/1")
+            or not flow.client_conn.state & ConnectionState.CAN_WRITE
+        ):
+            return None
+        proxyserver = ctx.master.addons.get("proxyserver")
+        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+        io = handler.transports.get(flow.client_conn) if handler is not None else None
+        writer = getattr(io, "writer", None)
+        if writer is None or writer.is_closing():
+            return None
+        return writer
+
+    async def _fail_over_after_connection_error(self, flow: http.HTTPFlow, attempt: Attempt, writer) -> None:
+        message = flow.error.msg if flow.error else "connection error"
+        self._stop_header_timer(attempt)
+        flow.response = _error_response(502, "api_error", f"teamclaude: upstream connection failed: {message}")
+        try:
+            await self._transparent_retry(flow, attempt, _connection_failed(message))
+        except Exception:
+            logger.exception("teamclaude: internal error during failover")
+            flow.response = _error_response(502, "api_error", "teamclaude: internal error during failover; see the proxy log")
+        response = flow.response
+        response.headers["connection"] = "close"
+        response.headers["content-length"] = str(len(response.raw_content or b""))
+        writer.write(assemble_response(response))
+        attempt.notes.append("answered by teamclaude on the client connection (mitmproxy shows the flow as killed)")
+        flow.error = mitmproxy.flow.Error(mitmproxy.flow.Error.KILLED_MESSAGE)
+        if flow.id in self._attempts:
+            usage = _usage_of_whole_body(response) if response.status_code < 300 else None
+            self._finish(flow, attempt, response.status_code, usage, level="warn")
 
     def _finish(self, flow: http.HTTPFlow, attempt: Attempt, status: int | None, usage, level: str) -> None:
         """Exactly once per pooled flow: release the slot, redact, annotate, log the activity."""
@@ -573,7 +624,7 @@ class TeamClaude:
                     flow.request.raw_content or b"", header_timeout_s=service.settings.upstream_timeout_s,
                 )
             except upstream_client.UpstreamError as exc:
-                verdict = Verdict("connection", f"connection failed: {exc}", failover=True)
+                verdict = _connection_failed(str(exc))
                 flow.response = _error_response(502, "api_error", f"teamclaude: upstream connection failed: {exc}")
                 continue
             verdict = self._observe(attempt, answer.status, answer.headers)
@@ -606,6 +657,11 @@ def _usage_fields(usage, service: Service) -> dict[str, Any] | None:
     if usage is None:
         return None
     return {**usage.as_dict(), "model": usage.model, "cost_usd": round(service.router.prices.cost(usage), 6)}
+
+
+def _connection_failed(message: str) -> Verdict:
+    """No answer at all: try another account; with none left the client gets the 502."""
+    return Verdict("connection", f"connection failed: {message}", failover=True, pass_through_if_alone=True)
 
 
 def _usage_of_whole_body(response: http.Response):

@@ -201,25 +201,42 @@ def test_reset_mid_stream_reaches_the_client_as_a_cut_and_frees_the_slot(tmp_pat
         assert account_state(proxy, "alice")["inflight"] == 0
 
 
-def test_reset_before_the_response_frees_the_slot_and_the_next_request_works(tmp_path, fake):
+def test_reset_before_the_response_fails_over_transparently(tmp_path, fake):
     proxy, _ = proxy_for(tmp_path, fake)
     with proxy:
         pin(proxy, "alice")
         fake.inject("alice", "reset_before")
-        assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 502
-        assert account_state(proxy, "alice")["inflight"] == 0
+        code, headers, body = call(proxy.url, "POST", "/v1/messages", message_body(stream=True), headers=FAST_STREAM)
+        assert code == 200 and b"event: message_stop" in body
+        assert [a["inflight"] for a in status(proxy)["accounts"]] == [0, 0]
         assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200
+    # alice answered nothing (status 0), bob served; the pin then goes back to alice.
+    assert served(fake) == [("alice", 0), ("bob", 200), ("alice", 200)]
 
 
-def test_header_timeout_unwedges_a_dead_upstream(tmp_path, fake):
+def test_header_timeout_unwedges_a_dead_upstream_and_fails_over(tmp_path, fake):
     proxy, _ = proxy_for(tmp_path, fake, upstream_timeout_s=1)
     with proxy:
         pin(proxy, "alice")
         fake.inject("alice", "hang")
         started = time.monotonic()
-        assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 502
+        assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200
         assert time.monotonic() - started < 10
-        assert account_state(proxy, "alice")["inflight"] == 0
+        assert [a["inflight"] for a in status(proxy)["accounts"]] == [0, 0]
+    assert served(fake) == [("alice", 0), ("bob", 200)]
+
+
+def test_connection_failure_with_no_account_left_is_an_anthropic_shaped_502(tmp_path):
+    with FakeUpstream(accounts=[oauth_account("solo")]) as fake:
+        cfg = write_config(tmp_path, fake.url, [fake.account("solo")])
+        with start_proxy(cfg) as proxy:
+            fake.inject("solo", "reset_before")
+            started = time.monotonic()
+            code, _, body = call(proxy.url, "POST", "/v1/messages", message_body())
+            assert code == 502 and time.monotonic() - started < 5
+            assert json.loads(body)["error"]["type"] == "api_error"
+            assert account_state(proxy, "solo")["inflight"] == 0
+            assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200
 
 
 def test_fifty_concurrent_requests_while_an_account_flips_to_rejected(tmp_path, fake):
