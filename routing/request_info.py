@@ -34,7 +34,7 @@ def session_from_user_id(user_id: object) -> str | None:
     if text.startswith("{"):
         try:
             parsed = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         return clean_session_id(parsed.get("session_id")) if isinstance(parsed, dict) else None
     match = _LEGACY_SESSION.search(text)

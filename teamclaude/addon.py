@@ -239,6 +239,20 @@ class TeamClaude:
         service = self.service
         if service is None or flow.response is not None or not self._is_pooled(flow):
             return
+        try:
+            await self._handle_request(flow, service)
+        except Exception:
+            # Never let a request go upstream unrewritten: it would carry the proxy key.
+            logger.exception("teamclaude: internal error while routing %s", _path_only(flow.request.path))
+            flow.response = _error_response(500, "api_error", "teamclaude: internal error while routing; see the proxy log")
+            attempt = self._attempts.get(flow.id)
+            if attempt is None:
+                self._mark_own(flow, REFUSED, "internal error while routing")
+            else:
+                attempt.notes.append("internal error while routing")
+                self._finish(flow, attempt, 500, None, level="error")
+
+    async def _handle_request(self, flow: http.HTTPFlow, service: Service) -> None:
         req = flow.request
         path = _path_only(req.path)
         if gate.is_browser_request(req.headers):
@@ -251,6 +265,7 @@ class TeamClaude:
             return
         if gate.is_pass_through(req.method, path):
             self._mark_own(flow, PASS_THROUGH, "pass-through (client's own credentials)")
+            rewrite.strip_proxy_key(req.headers, service.proxy_key)
             return
         if not gate.key_matches(req.headers, service.proxy_key):
             self._mark_own(flow, REFUSED, "refused: missing or wrong proxy key")
@@ -259,19 +274,12 @@ class TeamClaude:
         info = read_request(path, req.headers, req.raw_content if "content-encoding" not in req.headers else req.get_content(strict=False))
         attempt = Attempt(info, service.clock())
         self._attempts[flow.id] = attempt
-        try:
-            account = await self._acquire(flow, attempt)
-            if account is None:
-                self._respond_no_account(flow, attempt)
-                return
-            self._rewrite(flow, attempt, account)
-            self._start_header_timer(flow, attempt)
-        except Exception:
-            # Never let a request go upstream half-rewritten (it could carry the proxy key).
-            logger.exception("teamclaude: internal error while routing %s", path)
-            flow.response = _error_response(500, "api_error", "teamclaude: internal error while routing; see the proxy log")
-            attempt.notes.append("internal error while routing")
-            self._finish(flow, attempt, 500, None, level="error")
+        account = await self._acquire(flow, attempt)
+        if account is None:
+            self._respond_no_account(flow, attempt)
+            return
+        self._rewrite(flow, attempt, account)
+        self._start_header_timer(flow, attempt)
 
     @staticmethod
     def _mark_own(flow: http.HTTPFlow, kind: str, what: str) -> None:
@@ -366,8 +374,19 @@ class TeamClaude:
         attempt.notes.append(f"no response headers within {timeout:g}s")
         proxyserver = ctx.master.addons.get("proxyserver")
         handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
-        if handler is not None and flow.server_conn is not None:
-            handler.close_connection(flow.server_conn)
+        if handler is None:
+            return
+        # While the upstream connection is still being opened (TCP or TLS), the flow holds a
+        # placeholder; the pending connection is the client's only other transport.
+        if flow.server_conn in handler.transports:
+            pending = [flow.server_conn]
+        else:
+            pending = [conn for conn in handler.transports if conn is not flow.client_conn]
+        for connection in pending:
+            try:
+                handler.close_connection(connection)
+            except KeyError:
+                pass
 
     @staticmethod
     def _stop_header_timer(attempt: Attempt) -> None:
@@ -620,17 +639,15 @@ class TeamClaude:
             self._rewrite(flow, attempt, account)
             try:
                 answer = await upstream_client.send(
-                    flow.request.method, flow.request.url, list(flow.request.headers.items(multi=True)),
+                    flow.request.method, flow.request.url, list(flow.request.headers.fields),
                     flow.request.raw_content or b"", header_timeout_s=service.settings.upstream_timeout_s,
                 )
             except upstream_client.UpstreamError as exc:
                 verdict = _connection_failed(str(exc))
                 flow.response = _error_response(502, "api_error", f"teamclaude: upstream connection failed: {exc}")
                 continue
-            verdict = self._observe(attempt, answer.status, answer.headers)
-            flow.response = http.Response.make(
-                answer.status, b"", [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
-            )
+            flow.response = http.Response.make(answer.status, b"", answer.headers)
+            verdict = self._observe(attempt, answer.status, flow.response.headers.items(multi=True))
             flow.response.raw_content = answer.body
             flow.response.headers["content-length"] = str(len(answer.body))
 

@@ -38,7 +38,7 @@ async def answer(service: Service, method: str, path: str, body: bytes, config_p
     if route == ("POST", "/teamclaude/switch"):
         try:
             request = json.loads(body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             return _error(400, "invalid_request_error", 'body must be JSON like {"account": "name"}')
         name = request.get("account") if isinstance(request, dict) else None
         if name is not None and not isinstance(name, str):

@@ -68,8 +68,18 @@ def _replace_credentials(headers: HeaderFields, name: bytes, value: str, betas) 
     headers.fields = tuple(kept)
 
 
-def strip_client_credentials(headers: HeaderFields) -> None:
-    headers.fields = tuple(field for field in headers.fields if field[0].lower() not in _CREDENTIALS)
+def strip_proxy_key(headers: HeaderFields, proxy_key: str) -> None:
+    """For pass-through paths: drop `x-teamclaude-key`, and `authorization` / `x-api-key` when
+    they carry the proxy key (`ANTHROPIC_AUTH_TOKEN=<key>`), keeping the client's own tokens."""
+    key = _encode(proxy_key)
+    proxy_values = {b"authorization": (b"bearer " + key).lower(), b"x-api-key": key.lower()}
+    headers.fields = tuple(
+        field for field in headers.fields
+        if not (
+            field[0].lower() == KEY_HEADER.encode()
+            or (field[0].lower() in proxy_values and field[1].strip().lower() == proxy_values[field[0].lower()])
+        )
+    )
 
 
 def _with_oauth_beta(betas: list[str]) -> list[str]:

@@ -150,16 +150,24 @@ def test_missing_or_wrong_key_gets_anthropic_shaped_401(tmp_path, fake):
     assert not [r for r in fake.requests if r.path == "/v1/messages"]
 
 
-def test_pass_through_paths_keep_the_clients_identity(tmp_path, fake):
+def test_pass_through_paths_keep_the_clients_identity_and_drop_the_proxy_key(tmp_path, fake):
     cfg = write_config(tmp_path, fake.url, [fake.account("alice")])
     with start_proxy(cfg) as proxy:
         status, _, body = call(proxy.url, "POST", "/v1/oauth/token",
                                {"grant_type": "refresh_token", "refresh_token": "client-own-refresh",
                                 "client_id": "9d1c250a-e61b-44d9-88ed-5944d1962f5e"}, key=None)
-    assert status == 400 and json.loads(body)["error"] == "invalid_grant"
+        assert status == 400 and json.loads(body)["error"] == "invalid_grant"
+        # What `teamclaude run` sends: the proxy key header beside Claude Code's own token.
+        call(proxy.url, "GET", "/api/oauth/profile", headers={"authorization": "Bearer client-own-oauth"})
+        # What `ANTHROPIC_AUTH_TOKEN=<proxy key>` sends: the key as the bearer token.
+        call(proxy.url, "GET", "/api/oauth/profile", headers={"authorization": f"Bearer {PROXY_KEY}"}, key=None)
     forwarded = [r for r in fake.requests if r.path == "/v1/oauth/token"][-1]
     assert b"client-own-refresh" in forwarded.body
     assert "authorization" not in {k.lower() for k, _ in forwarded.headers}
+    own, keyed = [dict((k.lower(), v) for k, v in r.headers) for r in fake.requests if r.path == "/api/oauth/profile"]
+    assert own["authorization"] == "Bearer client-own-oauth" and "x-teamclaude-key" not in own
+    assert "authorization" not in keyed
+    assert not [r for r in fake.requests if PROXY_KEY in json.dumps(r.headers)]
 
 
 def test_saved_flows_hold_no_secret(tmp_path, fake):

@@ -37,6 +37,8 @@ def test_garbage_bodies_and_ids_give_nothing():
     assert read_request("/v1/messages", {}, body(metadata={"user_id": "{broken"})).session_id is None
     deep = b"[" * 100000 + b"]" * 100000
     assert read_request("/v1/messages", {}, deep).model is None
+    deep_user_id = '{"a":' + "[" * 100000
+    assert read_request("/v1/messages", {}, body(metadata={"user_id": deep_user_id})).session_id is None
 
 
 def test_non_inference_paths():

@@ -200,7 +200,7 @@ async def test_pass_through_that_fails_upstream_still_forgets_the_clients_token(
     flow = a_flow("GET", "/api/oauth/profile", authorization=f"Bearer {CLIENT_TOKEN}")
     await addon.request(flow)
     flow.error = tflow.terr()
-    addon.error(flow)
+    await addon.error(flow)
     assert flow.request.headers["authorization"] == "<redacted>"
 
 

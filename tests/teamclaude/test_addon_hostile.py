@@ -96,7 +96,7 @@ def test_hostile_rate_limit_headers_never_crash_and_never_overbench(addon, pairs
         assert bench is None or before <= bench <= after + longest_allowed_bench(pairs, status)
         encode_state(service.snapshot(), 1, after)  # hostile values never break the state file
         flow.error = None
-        addon.error(flow)  # finish the flow: the slot is released whatever the headers said
+        await addon.error(flow)  # finish the flow: the slot is released whatever the headers said
         assert service.router.snapshot(service.clock())["accounts"][0]["inflight"] == 0
 
     asyncio.run(one())
@@ -137,7 +137,7 @@ def test_malformed_bodies_and_session_ids_are_routed_never_an_internal_error(add
         sid = meta["session"]
         assert sid is None or (isinstance(sid, str) and sid.isprintable() and 0 < len(sid) <= 128)
         assert meta["model"] is None or isinstance(meta["model"], str)
-        addon.error(flow)
+        await addon.error(flow)
         assert service.router.snapshot(service.clock())["accounts"][0]["inflight"] == 0
 
     asyncio.run(one())
