@@ -111,7 +111,10 @@ class Router:
             self._pinned = None
 
     def mark_needs_login(self, account: str, needs: bool) -> None:
-        self._account(account).needs_login = needs
+        """Unknown names are ignored: a reload may remove an account while it answers."""
+        state = self._accounts.get(account)
+        if state is not None:
+            state.needs_login = needs
 
     def pin(self, account: str | None) -> None:
         """Pin the account serving requests without a session (None: automatic)."""

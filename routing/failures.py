@@ -52,10 +52,12 @@ class Streaks:
 
     bare_429: dict[str, int] = field(default_factory=dict)
     forbidden: dict[str, int] = field(default_factory=dict)
+    unauthorized: dict[str, int] = field(default_factory=dict)
 
     def success(self, account: str) -> None:
         self.bare_429.pop(account, None)
         self.forbidden.pop(account, None)
+        self.unauthorized.pop(account, None)
 
     def bump(self, table: dict[str, int], account: str) -> int:
         table[account] = table.get(account, 0) + 1
@@ -116,14 +118,19 @@ def classify(
         streaks.success(account)
         return Verdict("ok", "ok")
     if status == 429:
-        streak = streaks.bump(streaks.bare_429, account) if limits.empty else 0
-        if not limits.empty:
+        bare = limits.empty and limits.retry_after is None
+        streak = streaks.bump(streaks.bare_429, account) if bare else 0
+        if not bare:
             streaks.bare_429.pop(account, None)
         return classify_429(limits, model, now, ladder, streak)
     if status == 401:
-        if oauth and not refreshed_this_request:
+        # A second 401 in a row needs a login, whether the retry came from this request
+        # (transparent failover) or from the client's own retry (client failover).
+        streak = streaks.bump(streaks.unauthorized, account)
+        if oauth and not refreshed_this_request and streak == 1:
             return Verdict("unauthorized", "401: refreshing the token", refresh_and_retry=True)
-        return Verdict("unauthorized", "401 after a fresh token: needs a new login", failover=True, needs_login=True)
+        reason = "401 after a fresh token: needs a new login" if oauth else "401: the API key was refused"
+        return Verdict("unauthorized", reason, failover=True, needs_login=True)
     if status == 403:
         streak = streaks.bump(streaks.forbidden, account)
         if streak >= FORBIDDEN_STREAK_NEEDS_LOGIN:

@@ -39,6 +39,9 @@ from teamclaude.usage_tap import UsageTap, usage_from_json_body
 
 logger = logging.getLogger("teamclaude")
 
+# `failover: client`: how long an account that failed without a bench is kept off the retry.
+CLIENT_RETRY_COOLDOWN_S = 5.0
+
 # Wire bytes of a streamed response kept so mitmweb can show it after the stream ended.
 KEEP_STREAM_BYTES = 4 * 1024 * 1024
 
@@ -179,14 +182,14 @@ class TeamClaude:
         if log is not None and self.service is not None:
             log.submit(request_log.entry_for(flow, facts, bodies=log.bodies, secrets=self.service.secrets()))
 
-    @staticmethod
-    def _keep_stream_bytes() -> int:
+    def _keep_stream_bytes(self) -> int:
         """Keep streamed bodies only where someone can look at them: a flow view (mitmweb,
-        the console), a `-w` flow file or a HAR export. mitmdump alone needs no copy."""
+        the console), a `-w` flow file, a HAR export or a request log with bodies."""
         options = ctx.options
         viewed = ctx.master.addons.get("view") is not None
         saved = bool(getattr(options, "save_stream_file", None) or getattr(options, "hardump", None))
-        return KEEP_STREAM_BYTES if viewed or saved else 0
+        logged = self._log is not None and self._log.bodies
+        return KEEP_STREAM_BYTES if viewed or saved or logged else 0
 
     # ----- commands (usable from mitmweb and the console) -----
     @command.command("teamclaude.status")
@@ -307,9 +310,10 @@ class TeamClaude:
         info = attempt.request
         while True:
             decision = service.router.select(info, service.clock(), exclude=attempt.tried)
-            if decision is None and info.is_inference and service.accounts.accounts:
+            budget = service.settings.hold_budget_s - attempt.held_s  # one budget per request
+            if decision is None and info.is_inference and budget > 0 and service.may_free_up(attempt.refused):
                 began = service.clock()
-                decision = await service.hold(info, attempt.refused, service.settings.hold_budget_s)
+                decision = await service.hold(info, attempt.refused, budget)
                 attempt.held_s += service.clock() - began
             if decision is None:
                 attempt.decision = None
@@ -343,12 +347,19 @@ class TeamClaude:
             service.changed()
 
     def _respond_no_account(self, flow: http.HTTPFlow, attempt: Attempt) -> None:
-        """No account can serve: 503 with no accounts at all, else the 429 of SPEC §6.4."""
+        """No account can serve: 503 when there is none or waiting cannot help (needs-login,
+        disabled, refused), else the 429 of SPEC §6.4."""
         service = self.service
         assert service is not None
         now = service.clock()
         if not service.accounts.accounts:
             message = "teamclaude has no accounts: add one with `teamclaude login` or `teamclaude import`."
+            flow.response = _error_response(503, "api_error", message)
+        elif not service.may_free_up(attempt.refused):
+            message = (
+                "teamclaude: no account can serve this request and none will free up by waiting "
+                "(see `teamclaude accounts`: run `teamclaude login` for accounts that need a new login)."
+            )
             flow.response = _error_response(503, "api_error", message)
         else:
             body, headers = throttled_response_parts(
@@ -458,7 +469,7 @@ class TeamClaude:
         response = flow.response
         if attempt.tap is not None:
             usage = attempt.tap.usage
-            if not attempt.tap.wire_truncated:
+            if attempt.tap.kept_all:
                 response.raw_content = attempt.tap.wire_bytes()
         elif response.status_code < 300:
             usage = _usage_of_whole_body(response)
@@ -478,7 +489,7 @@ class TeamClaude:
             await self._fail_over_after_connection_error(flow, attempt, writer)
             return
         usage = attempt.tap.usage if attempt.tap is not None else None
-        if attempt.tap is not None and flow.response is not None and not attempt.tap.wire_truncated:
+        if attempt.tap is not None and flow.response is not None and attempt.tap.kept_all:
             flow.response.raw_content = attempt.tap.wire_bytes()  # what arrived before the cut
         status = flow.response.status_code if flow.response is not None else None
         attempt.notes.append(flow.error.msg if flow.error else "connection error")
@@ -596,6 +607,11 @@ class TeamClaude:
                 service.apply_verdict(account, Verdict("unauthorized", str(exc), needs_login=isinstance(exc, NeedsLogin)), service.clock())
         elif verdict.pass_through_if_alone and not service.router.can_serve(attempt.request, service.clock(), {account}):
             return
+        elif verdict.bench_until is None and not verdict.needs_login:
+            # Nothing benched it (a 403, a first bare 429): keep the client's retry, a new
+            # request, off this account for a moment.
+            now = service.clock()
+            service.router.bench(account, now + CLIENT_RETRY_COOLDOWN_S, f"{verdict.reason}; client retries elsewhere", now)
         original = flow.response.status_code
         for name in [n for n in flow.response.headers if n.lower().startswith("anthropic-ratelimit-unified")]:
             del flow.response.headers[name]

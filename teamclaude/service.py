@@ -175,6 +175,14 @@ class Service:
                 timeout = min(timeout, next_change - now + 0.01)
             await self.waker.wait(timeout)
 
+    def may_free_up(self, refused: set[str]) -> bool:
+        """Could waiting help? True when some account not refused for this request is only
+        throttled (benched or window-blocked), not disabled or waiting for a new login."""
+        for line in self.router.capacity(self.clock()).get("accounts", []):
+            if line.get("name") not in refused and line.get("status") not in ("needs-login", "disabled"):
+                return True
+        return False
+
     def soonest_free(self, now: float) -> tuple[str, float] | None:
         """(account, when) of the account that frees up first, from the engine's snapshot."""
         best: tuple[str, float] | None = None

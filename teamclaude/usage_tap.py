@@ -50,6 +50,7 @@ class UsageTap:
         self._pending = bytearray()
         self._on_end = on_end
         self._keep_left = keep_bytes
+        self._keeping = keep_bytes > 0
         self.wire: list[bytes] = []
         self.wire_truncated = False
         self.usage = Usage()
@@ -79,6 +80,11 @@ class UsageTap:
 
     def wire_bytes(self) -> bytes:
         return b"".join(self.wire)
+
+    @property
+    def kept_all(self) -> bool:
+        """Every wire byte so far was kept (False when keeping was off or hit its cap)."""
+        return self._keeping and not self.wire_truncated
 
     def _keep(self, chunk: bytes) -> None:
         if self._keep_left <= 0:

@@ -256,3 +256,26 @@ def test_fifty_concurrent_requests_while_an_account_flips_to_rejected(tmp_path, 
         while sum(a["inflight"] for a in status(proxy)["accounts"]) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert sum(a["inflight"] for a in status(proxy)["accounts"]) == 0
+
+
+def test_no_hold_when_waiting_cannot_help(tmp_path):
+    with FakeUpstream(accounts=[oauth_account("solo")]) as fake:
+        cfg = write_config(tmp_path, fake.url, [fake.account("solo")], hold_budget_s=60)
+        with start_proxy(cfg) as proxy:
+            fake.inject("solo", "403", count=2)
+            started = time.monotonic()
+            code, _, body = call(proxy.url, "POST", "/v1/messages", message_body())
+            assert code == 503 and time.monotonic() - started < 5
+            assert "none will free up by waiting" in json.loads(body)["error"]["message"]
+            code, _, _ = call(proxy.url, "POST", "/v1/messages", message_body())
+            assert code == 503 and account_state(proxy, "solo")["needs_login"] is True
+
+
+def test_client_mode_keeps_the_retry_off_an_account_that_said_403(tmp_path, fake):
+    proxy, _ = proxy_for(tmp_path, fake, failover="client")
+    with proxy:
+        pin(proxy, "alice")
+        fake.inject("alice", "403")
+        assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 429
+        assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200
+    assert served(fake) == [("alice", 403), ("bob", 200)]

@@ -64,6 +64,20 @@ def test_401_refreshes_once_then_needs_login():
     assert run(401, oauth=False).needs_login
 
 
+def test_a_second_401_from_the_clients_own_retry_needs_login_too():
+    streaks = Streaks()
+    assert run(401, streaks=streaks).refresh_and_retry
+    assert run(401, streaks=streaks).needs_login
+    assert run(200, streaks=streaks).ok
+    assert run(401, streaks=streaks).refresh_and_retry
+
+
+def test_retry_after_429_does_not_count_as_bare():
+    streaks = Streaks()
+    run(429, [("retry-after", "5")], streaks=streaks)
+    assert run(429, streaks=streaks).bench_until is None
+
+
 def test_403_excluded_then_needs_login_when_repeated():
     streaks = Streaks()
     first = run(403, streaks=streaks)
