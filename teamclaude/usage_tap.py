@@ -36,19 +36,18 @@ def _decoder_for(content_encoding: str | None) -> Callable[[bytes], bytes] | Non
 class UsageTap:
     """Stream callable for `flow.response.stream`.
 
-    `on_end(usage)` runs once when upstream finishes the body (the b"" call). `keep_bytes`
-    caps how many wire bytes are kept so mitmweb can show the stream after it ended.
+    `usage` is complete once upstream finished the body. `keep_bytes` caps how many wire
+    bytes are kept so mitmweb, flow files and the request log can show the stream after it
+    ended.
     """
 
     def __init__(
         self,
         content_encoding: str | None = None,
-        on_end: Callable[[Usage], None] | None = None,
         keep_bytes: int = 0,
     ) -> None:
         self._decode = _decoder_for(content_encoding)
         self._pending = bytearray()
-        self._on_end = on_end
         self._keep_left = keep_bytes
         self._keeping = keep_bytes > 0
         self.wire: list[bytes] = []
@@ -56,7 +55,6 @@ class UsageTap:
         self.usage = Usage()
         self.model: str | None = None
         self.events = 0
-        self.finished = False
 
     def __call__(self, chunk: bytes) -> bytes:
         if chunk:
@@ -72,10 +70,6 @@ class UsageTap:
                     self._feed(self._decode(chunk))
                 except zlib.error:
                     self._decode = None
-        elif not self.finished:
-            self.finished = True
-            if self._on_end is not None:
-                self._on_end(self.usage)
         return chunk
 
     def wire_bytes(self) -> bytes:

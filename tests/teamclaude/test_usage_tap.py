@@ -44,15 +44,13 @@ def feed(tap: UsageTap, data: bytes, cuts: list[int]) -> bytes:
 
 
 def test_reads_usage_from_whole_stream():
-    ended = []
-    tap = UsageTap(on_end=ended.append)
+    tap = UsageTap()
     feed(tap, a_stream(), [])
     assert tap.usage.input_tokens == 120
     assert tap.usage.cache_write_5m == 30 and tap.usage.cache_write_1h == 10
     assert tap.usage.cache_read == 900
     assert tap.usage.output_tokens == 57
     assert tap.usage.model == "claude-sonnet-4-5"
-    assert ended == [tap.usage]
 
 
 def test_crlf_framing_and_byte_by_byte_chunks():
@@ -84,14 +82,6 @@ def test_keeps_wire_bytes_up_to_the_cap():
     small = UsageTap(keep_bytes=10)
     feed(small, data, [5, 50])
     assert small.wire_bytes() == data[:10] and small.wire_truncated
-
-
-def test_on_end_fires_once():
-    ended = []
-    tap = UsageTap(on_end=ended.append)
-    tap(b"")
-    tap(b"")
-    assert len(ended) == 1
 
 
 @settings(max_examples=200, deadline=None)
