@@ -22,7 +22,7 @@ import yaml
 from routing.types import AccountKind, AccountSpec
 from teamclaude import yamlsafe
 from teamclaude.atomic import atomic_write
-from teamclaude.paths import display_path
+from teamclaude.paths import display_path, fingerprint
 
 ACCOUNT_KINDS: tuple[str, ...] = ("oauth", "apikey")
 SECRET_FIELDS = frozenset({"access_token", "refresh_token", "api_key"})
@@ -194,11 +194,7 @@ class AccountsStore:
 
     def fingerprint(self) -> tuple[int, int, int] | None:
         """(mtime_ns, size, inode) of the file, None when missing: poll it to notice changes."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return fingerprint(self.path)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

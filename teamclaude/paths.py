@@ -40,3 +40,12 @@ def display_path(path: Path) -> str:
     if home not in ("", "/") and text.startswith(home + os.sep):
         return "~" + text[len(home):]
     return text
+
+
+def fingerprint(path: Path) -> tuple[int, int, int] | None:
+    """(mtime_ns, size, inode) of a file, None when it cannot be read: poll it to notice edits."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)

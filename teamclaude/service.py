@@ -23,7 +23,7 @@ from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore
 from teamclaude.activity import ActivityLog
 from teamclaude.credentials import CredentialManager
 from teamclaude.hold import Waker
-from teamclaude.paths import display_path
+from teamclaude.paths import display_path, fingerprint
 from teamclaude.settings import Settings, SettingsError, load_settings
 from teamclaude.statefile import StateWriter, read_state
 
@@ -34,14 +34,6 @@ WATCH_INTERVAL_S = 1.0
 
 class ConfigError(Exception):
     """Settings or accounts could not be loaded; `str()` is the one-line reason."""
-
-
-def _file_fingerprint(path: Path) -> tuple[int, int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
 def _one_line(text: str) -> str:
@@ -69,11 +61,11 @@ def load_config(config_path: Path | None, *, first_run: bool = True) -> Loaded:
     try:
         settings = load_settings(config_path)
         reading = settings.accounts_file
-        settings_fingerprint = _file_fingerprint(settings.path)
+        settings_fingerprint = fingerprint(settings.path)
         store = AccountsStore(settings.accounts_file)
         if first_run:
             store.ensure_proxy_key()
-        accounts_fingerprint = _file_fingerprint(settings.accounts_file)
+        accounts_fingerprint = fingerprint(settings.accounts_file)
         accounts = store.read()
         if not accounts.proxy_key:
             raise ConfigError(
@@ -291,7 +283,7 @@ class Service:
         self.changed()
 
     def files_changed(self) -> bool:
-        current = (_file_fingerprint(self.settings.path), _file_fingerprint(self.settings.accounts_file))
+        current = (fingerprint(self.settings.path), fingerprint(self.settings.accounts_file))
         return current != self._fingerprints
 
     async def watch(self, config_path: Path | None) -> None:
@@ -304,6 +296,6 @@ class Service:
                 await self.reload(config_path)
             except ConfigError:
                 self._fingerprints = (
-                    _file_fingerprint(self.settings.path),
-                    _file_fingerprint(self.settings.accounts_file),
+                    fingerprint(self.settings.path),
+                    fingerprint(self.settings.accounts_file),
                 )

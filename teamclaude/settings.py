@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from routing.config import DEFAULT_RAMP_TIERS, RoutingConfig
+from routing.config import RoutingConfig
 from teamclaude.atomic import atomic_write
 from teamclaude import yamlsafe
 from teamclaude.paths import config_path, default_state_path, display_path
@@ -35,6 +35,10 @@ CLIENT_RETRY_AFTER_LIMIT_S = 60
 FailoverMode = Literal["transparent", "client"]
 
 
+# The routing keys take their defaults from the engine's own config (one place for each value).
+_ROUTING = RoutingConfig()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every settings key with its default. `path` is the file the values came from."""
@@ -45,25 +49,25 @@ class Settings:
     listen_host: str = "127.0.0.1"
     port: int = 3456
     upstream: str = "https://api.anthropic.com"
-    switch_threshold: float = 0.98
-    five_hour_soft_ceiling: float = 0.90
-    five_hour_warn: float = 0.75
-    pace_tie_band: float = 0.10
-    far_over_line: float = 0.10
-    warm_window_s: float = 300.0
-    binding_evict_s: float = 1800.0
-    max_inflight_per_account: int = 5
-    max_sessions_per_account: int = 7
-    probe_gate: bool = True
-    ramp_tiers: tuple[tuple[float, float], ...] = field(default=DEFAULT_RAMP_TIERS)
-    backoff_ladder_s: tuple[float, ...] = (60.0, 240.0, 900.0)
+    switch_threshold: float = _ROUTING.switch_threshold
+    five_hour_soft_ceiling: float = _ROUTING.five_hour_soft_ceiling
+    five_hour_warn: float = _ROUTING.five_hour_warn
+    pace_tie_band: float = _ROUTING.pace_tie_band
+    far_over_line: float = _ROUTING.far_over_line
+    warm_window_s: float = _ROUTING.warm_window_s
+    binding_evict_s: float = _ROUTING.binding_evict_s
+    max_inflight_per_account: int = _ROUTING.max_inflight_per_account
+    max_sessions_per_account: int = _ROUTING.max_sessions_per_account
+    probe_gate: bool = _ROUTING.probe_gate
+    ramp_tiers: tuple[tuple[float, float], ...] = _ROUTING.ramp_tiers
+    backoff_ladder_s: tuple[float, ...] = _ROUTING.backoff_ladder_s
     hold_budget_s: float = 300.0
     hold_poll_s: float = 5.0
     client_retry_after_max_s: int = 59
     upstream_timeout_s: float = 120.0
     refresh_skew_s: float = 300.0
     failover: FailoverMode = "transparent"
-    api_keys_last_resort: bool = True
+    api_keys_last_resort: bool = _ROUTING.api_keys_last_resort
     log_dir: Path | None = None
     log_bodies: bool = False
     oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
