@@ -35,7 +35,7 @@ from teamclaude.credentials import NeedsLogin, OAuthError, UnknownAccount
 from teamclaude.hold import throttled_response_parts
 from teamclaude.request_log import RequestLog
 from teamclaude.service import ConfigError, Service, load_config
-from teamclaude.usage_tap import UsageTap, usage_from_json_body
+from teamclaude.usage_tap import UsageTap, WireCopy, usage_from_json_body
 
 logger = logging.getLogger("teamclaude")
 
@@ -435,7 +435,7 @@ class TeamClaude:
         attempt = self._attempts.get(flow.id)
         if attempt is None and _own_kind(flow) == PASS_THROUGH and flow.response is not None:
             # Streamed, so the stored copy can be redacted later without touching the client's bytes.
-            flow.response.stream = stored_flows.WireCopy()
+            flow.response.stream = WireCopy()
             return
         if attempt is None or attempt.decision is None or flow.response is None:
             return
@@ -469,8 +469,9 @@ class TeamClaude:
         response = flow.response
         if attempt.tap is not None:
             usage = attempt.tap.usage
-            if attempt.tap.kept_all:
-                response.raw_content = attempt.tap.wire_bytes()
+            kept = attempt.tap.copy.data()
+            if kept is not None:
+                response.raw_content = kept
         elif response.status_code < 300:
             usage = _usage_of_whole_body(response)
         else:
@@ -489,8 +490,9 @@ class TeamClaude:
             await self._fail_over_after_connection_error(flow, attempt, writer)
             return
         usage = attempt.tap.usage if attempt.tap is not None else None
-        if attempt.tap is not None and flow.response is not None and attempt.tap.kept_all:
-            flow.response.raw_content = attempt.tap.wire_bytes()  # what arrived before the cut
+        kept = attempt.tap.copy.data() if attempt.tap is not None else None
+        if kept is not None and flow.response is not None:
+            flow.response.raw_content = kept  # what arrived before the cut
         status = flow.response.status_code if flow.response is not None else None
         attempt.notes.append(flow.error.msg if flow.error else "connection error")
         self._finish(flow, attempt, status, usage, level="error")
@@ -581,7 +583,7 @@ class TeamClaude:
             return
         stored_flows.redact_request(flow.request)
         response = flow.response
-        if response is not None and isinstance(response.stream, stored_flows.WireCopy):
+        if response is not None and isinstance(response.stream, WireCopy):
             response.raw_content = response.stream.data()
             stored_flows.redact_sent_response(flow.request, response)
         started = flow.request.timestamp_start

@@ -2,7 +2,7 @@
 
 The addon calls these in the `response` and `error` hooks, when nothing more goes on the
 wire for the part being changed: a request has been sent by then, and a response only when
-it was streamed (`WireCopy` streams pass-through answers so their stored copy can be
+it was streamed (`usage_tap.WireCopy` streams pass-through answers so their stored copy can be
 redacted without touching what the client receives).
 """
 
@@ -13,33 +13,6 @@ from collections.abc import Iterable
 from mitmproxy import http
 
 from teamclaude import redact
-
-# Bytes of a streamed pass-through answer kept so the stored flow can show it.
-KEEP_WIRE_BYTES = 1024 * 1024
-
-
-class WireCopy:
-    """Stream callable that passes every chunk through unchanged and keeps a copy."""
-
-    def __init__(self, keep_bytes: int = KEEP_WIRE_BYTES) -> None:
-        self._left = keep_bytes
-        self._chunks: list[bytes] = []
-        self.truncated = False
-
-    def __call__(self, chunk: bytes) -> bytes:
-        if chunk:
-            if len(chunk) > self._left:
-                self.truncated = True
-            kept = chunk[: max(self._left, 0)]
-            if kept:
-                self._chunks.append(kept)
-                self._left -= len(kept)
-        return chunk
-
-    def data(self) -> bytes | None:
-        """The whole body, or None when it was too long to keep."""
-        return None if self.truncated else b"".join(self._chunks)
-
 
 def is_token_endpoint(request: http.Request) -> bool:
     return request.path.split("?", 1)[0] == redact.TOKEN_PATH

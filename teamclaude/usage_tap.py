@@ -33,6 +33,33 @@ def _decoder_for(content_encoding: str | None) -> Callable[[bytes], bytes] | Non
     return None
 
 
+# Bytes of a streamed pass-through answer kept so the stored flow can show it.
+KEEP_WIRE_BYTES = 1024 * 1024
+
+
+class WireCopy:
+    """Stream callable that passes every chunk through unchanged and keeps a copy."""
+
+    def __init__(self, keep_bytes: int = KEEP_WIRE_BYTES) -> None:
+        self._left = keep_bytes
+        self._chunks: list[bytes] = []
+        self.truncated = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk:
+            if len(chunk) > self._left:
+                self.truncated = True
+            kept = chunk[: max(self._left, 0)]
+            if kept:
+                self._chunks.append(kept)
+                self._left -= len(kept)
+        return chunk
+
+    def data(self) -> bytes | None:
+        """The whole body, or None when it was too long to keep."""
+        return None if self.truncated else b"".join(self._chunks)
+
+
 class UsageTap:
     """Stream callable for `flow.response.stream`.
 
@@ -48,21 +75,14 @@ class UsageTap:
     ) -> None:
         self._decode = _decoder_for(content_encoding)
         self._pending = bytearray()
-        self._keep_left = keep_bytes
-        self._keeping = keep_bytes > 0
-        self.wire: list[bytes] = []
-        self.wire_truncated = False
+        self.copy = WireCopy(keep_bytes)
         self.usage = Usage()
         self.model: str | None = None
         self.events = 0
 
     def __call__(self, chunk: bytes) -> bytes:
         if chunk:
-            if self._keep_left >= len(chunk):
-                self.wire.append(chunk)
-                self._keep_left -= len(chunk)
-            else:
-                self._keep(chunk)
+            self.copy(chunk)
             if self._decode is _identity:
                 self._feed(chunk)
             elif self._decode is not None:
@@ -71,24 +91,6 @@ class UsageTap:
                 except zlib.error:
                     self._decode = None
         return chunk
-
-    def wire_bytes(self) -> bytes:
-        return b"".join(self.wire)
-
-    @property
-    def kept_all(self) -> bool:
-        """Every wire byte so far was kept (False when keeping was off or hit its cap)."""
-        return self._keeping and not self.wire_truncated
-
-    def _keep(self, chunk: bytes) -> None:
-        if self._keep_left <= 0:
-            self.wire_truncated = self.wire_truncated or bool(self.wire)
-            return
-        if len(chunk) > self._keep_left:
-            self.wire_truncated = True
-            chunk = chunk[: self._keep_left]
-        self.wire.append(chunk)
-        self._keep_left -= len(chunk)
 
     def _feed(self, data: bytes) -> None:
         if not data:
