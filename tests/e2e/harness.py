@@ -107,3 +107,10 @@ def message_body(stream: bool = False, model: str = "claude-sonnet-4-5", **extra
             "messages": [{"role": "user", "content": "hello"}], **extra}
 
 
+
+
+def proxy_status(proxy: ProxyProcess) -> dict[str, Any]:
+    """`GET /teamclaude/status` of a running proxy."""
+    code, _, body = call(proxy.url, "GET", "/teamclaude/status")
+    assert code == 200, body
+    return json.loads(body)

@@ -27,6 +27,7 @@ from tests.e2e.harness import (
     call,
     message_body,
     oauth_account,
+    proxy_status,
     start_proxy,
     write_config,
 )
@@ -79,12 +80,6 @@ def header(record: Recorded, name: str) -> str | None:
 def switch(proxy: ProxyProcess, account: str | None) -> tuple[int, dict[str, Any]]:
     status, _, body = call(proxy.url, "POST", "/teamclaude/switch", {"account": account})
     return status, json.loads(body)
-
-
-def proxy_status(proxy: ProxyProcess) -> dict[str, Any]:
-    status, _, body = call(proxy.url, "GET", "/teamclaude/status")
-    assert status == 200, body
-    return json.loads(body)
 
 
 def account_names(status: dict[str, Any]) -> set[str]:

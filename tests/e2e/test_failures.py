@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -10,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from teamclaude.fakeupstream import FakeUpstream
-from tests.e2e.harness import call, message_body, oauth_account, start_proxy, write_config
+from tests.e2e.harness import PROXY_KEY, call, message_body, oauth_account, proxy_status, start_proxy, write_config
 
 FAST_STREAM = {"x-fake-chunks": "4", "x-fake-chunk-interval-ms": "10"}
 
@@ -21,14 +22,8 @@ def fake():
         yield upstream
 
 
-def status(proxy) -> dict:
-    code, _, body = call(proxy.url, "GET", "/teamclaude/status")
-    assert code == 200
-    return json.loads(body)
-
-
 def account_state(proxy, name: str) -> dict:
-    return next(a for a in status(proxy)["accounts"] if a["name"] == name)
+    return next(a for a in proxy_status(proxy)["accounts"] if a["name"] == name)
 
 
 def pin(proxy, name: str | None) -> None:
@@ -58,7 +53,7 @@ def test_rejected_window_fails_over_transparently_and_is_not_retried(tmp_path, f
         assert [a for a, _ in served(fake)[2:]] == ["bob", "bob", "bob"]
         alice = account_state(proxy, "alice")
         assert alice["bench_until"] >= fake.account("alice").five_hour_reset - 1
-        failover = [line for line in status(proxy)["activity"] if line.get("reason") == "failover"]
+        failover = [line for line in proxy_status(proxy)["activity"] if line.get("reason") == "failover"]
         assert failover and "5h window rejected" in failover[0]["note"]
 
 
@@ -72,11 +67,10 @@ def test_client_mode_gives_a_retryable_throttle_and_the_retry_streams_elsewhere(
         assert headers["x-should-retry"] == "true" and headers["retry-after"] in ("0", "1")
         assert not [h for h in headers if h.startswith("anthropic-ratelimit-unified")]
         assert json.loads(body)["error"]["type"] == "rate_limit_error"
-        import http.client
         host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
         connection = http.client.HTTPConnection(host, int(port), timeout=30)
         connection.request("POST", "/v1/messages", body=json.dumps(message_body(stream=True)), headers={
-            "x-teamclaude-key": "tc-test-proxy-key-0123456789abcdefghij", "content-type": "application/json",
+            "x-teamclaude-key": PROXY_KEY, "content-type": "application/json",
             "x-fake-chunks": "4", "x-fake-chunk-interval-ms": "150"})
         response = connection.getresponse()
         arrivals = []
@@ -190,11 +184,18 @@ def test_reset_mid_stream_reaches_the_client_as_a_cut_and_frees_the_slot(tmp_pat
     with proxy:
         pin(proxy, "alice")
         fake.inject("alice", "reset_midstream", after_events=3)
-        try:
-            code, _, body = call(proxy.url, "POST", "/v1/messages", message_body(stream=True), headers=FAST_STREAM)
-            assert b"message_stop" not in body
-        except (ConnectionError, OSError, Exception) as exc:  # the cut may surface as a client error
-            assert "IncompleteRead" in type(exc).__name__ or isinstance(exc, (ConnectionError, OSError))
+        host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("POST", "/v1/messages", body=json.dumps(message_body(stream=True)),
+                           headers={"x-teamclaude-key": PROXY_KEY, "content-type": "application/json", **FAST_STREAM})
+        response = connection.getresponse()
+        received = b""
+        with pytest.raises(http.client.IncompleteRead):  # the chunked body ends without its terminator
+            while piece := response.read1(65536):
+                received += piece
+        connection.close()
+        assert response.status == 200 and b"event: message_start" in received and b"message_stop" not in received
+        assert served(fake) == [("alice", 200)]  # bytes were sent: no replay elsewhere
         deadline = time.monotonic() + 10
         while account_state(proxy, "alice")["inflight"] and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -208,7 +209,7 @@ def test_reset_before_the_response_fails_over_transparently(tmp_path, fake):
         fake.inject("alice", "reset_before")
         code, headers, body = call(proxy.url, "POST", "/v1/messages", message_body(stream=True), headers=FAST_STREAM)
         assert code == 200 and b"event: message_stop" in body
-        assert [a["inflight"] for a in status(proxy)["accounts"]] == [0, 0]
+        assert [a["inflight"] for a in proxy_status(proxy)["accounts"]] == [0, 0]
         assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200
     # alice answered nothing (status 0), bob served; the pin then goes back to alice.
     assert served(fake) == [("alice", 0), ("bob", 200), ("alice", 200)]
@@ -222,7 +223,7 @@ def test_header_timeout_unwedges_a_dead_upstream_and_fails_over(tmp_path, fake):
         started = time.monotonic()
         assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200
         assert time.monotonic() - started < 10
-        assert [a["inflight"] for a in status(proxy)["accounts"]] == [0, 0]
+        assert [a["inflight"] for a in proxy_status(proxy)["accounts"]] == [0, 0]
     assert served(fake) == [("alice", 0), ("bob", 200)]
 
 
@@ -253,9 +254,9 @@ def test_fifty_concurrent_requests_while_an_account_flips_to_rejected(tmp_path, 
             results = list(pool.map(one, range(50)))
         assert results == [(200, True)] * 50
         deadline = time.monotonic() + 10
-        while sum(a["inflight"] for a in status(proxy)["accounts"]) and time.monotonic() < deadline:
+        while sum(a["inflight"] for a in proxy_status(proxy)["accounts"]) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert sum(a["inflight"] for a in status(proxy)["accounts"]) == 0
+        assert sum(a["inflight"] for a in proxy_status(proxy)["accounts"]) == 0
 
 
 def test_no_hold_when_waiting_cannot_help(tmp_path):

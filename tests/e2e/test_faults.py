@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from teamclaude.fakeupstream import FakeUpstream
 from teamclaude.proxyproc import ProxyProcess
 from teamclaude.statefile import read_state
 from tests.e2e.cli_runner import wait_until
-from tests.e2e.harness import call, message_body, oauth_account, start_proxy, write_config
+from tests.e2e.harness import call, message_body, oauth_account, proxy_status, start_proxy, write_config
 
 DISK_FULL_SCRIPT = Path(__file__).with_name("disk_full_script.py")
 
@@ -21,12 +20,6 @@ DISK_FULL_SCRIPT = Path(__file__).with_name("disk_full_script.py")
 def fake():
     with FakeUpstream(accounts=[oauth_account("alice"), oauth_account("bob")]) as upstream:
         yield upstream
-
-
-def proxy_status(proxy) -> dict:
-    code, _, body = call(proxy.url, "GET", "/teamclaude/status")
-    assert code == 200
-    return json.loads(body)
 
 
 def ask(proxy) -> int:

@@ -12,13 +12,14 @@ import pytest
 from mitmproxy.io import FlowReader
 
 from teamclaude.fakeupstream import FakeUpstream
-from teamclaude.proxyproc import ProxyProcess, addon_path, mitmproxy_command
+from teamclaude.proxyproc import addon_path, mitmproxy_command
 from tests.e2e.harness import (
     PROXY_KEY,
     apikey_account,
     call,
     message_body,
     oauth_account,
+    proxy_status,
     start_proxy,
     write_config,
 )
@@ -217,14 +218,14 @@ def test_settings_hot_reload_reports_a_bad_edit_and_keeps_the_last_good(tmp_path
         assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200
         cfg.config.write_text(good + "max_inflight_per_account: 3\n")
         _wait_for_proxy_info(proxy, lambda info: info["config_error"] is None)
-        alice = json.loads(call(proxy.url, "GET", "/teamclaude/status")[2])["accounts"][0]
+        alice = proxy_status(proxy)["accounts"][0]
         assert alice["inflight_cap"] == 3
 
 
 def _wait_for_proxy_info(proxy, predicate, timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        info = json.loads(call(proxy.url, "GET", "/teamclaude/status")[2])["proxy"]
+        info = proxy_status(proxy)["proxy"]
         if predicate(info) or time.monotonic() > deadline:
             assert predicate(info), info
             return info
