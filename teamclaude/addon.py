@@ -103,8 +103,6 @@ class TeamClaude:
             ctx.options.update(mode=list(listen.modes), connection_strategy="lazy")
         mitm_compat.restart_server_setup_in_progress()
         self.service.mode = "reverse" if listen.reverse else "regular"
-        if not listen.reverse:
-            self.service.listen = ", ".join(listen.modes)
 
     def running(self) -> None:
         if self.service is None:
@@ -130,9 +128,8 @@ class TeamClaude:
         for _ in range(200):
             addresses = mitm_compat.listen_addresses()
             if addresses:
-                if service.mode == "reverse":
-                    service.listen = http_url(addresses[0][0], addresses[0][1])
-                    service.changed()
+                service.listen = http_url(addresses[0][0], addresses[0][1])
+                service.changed()
                 logger.info(
                     "teamclaude: serving %s with %d accounts (%s)", service.listen,
                     len(service.accounts.accounts), service.settings.path,

@@ -22,8 +22,8 @@ from mitmproxy.version import VERSION
 
 logger = logging.getLogger("teamclaude")
 
-# The task mitmproxy's master starts to bring up its listeners (`Master.run`).
-SETUP_SERVERS_TASK = "setup_servers"
+# The coroutine of the task mitmproxy's master starts to bring up its listeners (`Master.run`).
+SETUP_SERVERS_CORO = "Proxyserver.setup_servers"
 
 MITMPROXY_MAJOR = int(VERSION.split(".")[0])
 
@@ -98,7 +98,8 @@ def _pending_setup_task() -> asyncio.Task | None:
     except RuntimeError:  # no running loop (mitmproxy's test context)
         return None
     for task in tasks:
-        if task.get_name().startswith(SETUP_SERVERS_TASK) and not task.done():
+        coroutine = getattr(task.get_coro(), "__qualname__", "")
+        if coroutine == SETUP_SERVERS_CORO and not task.done():
             return task
     return None
 
