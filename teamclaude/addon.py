@@ -118,8 +118,6 @@ class TeamClaude:
             loop.create_task(self.service.credentials.run_background(), name="teamclaude token refresher"),
         ]
         self._request_log()
-        if self.pool is not None:
-            mitm_compat.run_first_at_shutdown(self.pool.redact_in_flight)
 
     async def _note_listen_address(self) -> None:
         """Record the real port (the settings may say 0) once the server is up."""
@@ -138,7 +136,6 @@ class TeamClaude:
             await asyncio.sleep(0.05)
 
     def done(self) -> None:
-        mitm_compat.stop_running_first_at_shutdown()
         if self.pool is not None:
             self.pool.redact_in_flight()
         for task in self._tasks:
