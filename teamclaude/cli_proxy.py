@@ -180,6 +180,14 @@ def capacity_line(capacity: dict[str, Any]) -> str:
     ]
     if isinstance(soonest, (int, float)):
         parts.append(f"next reset in {duration(soonest)}")
+    held = capacity.get("held")
+    if isinstance(held, int) and held > 0:
+        oldest, wake = capacity.get("heldOldestSec"), capacity.get("heldNextWakeSec")
+        waiting = f"[yellow]{held} held[/]"
+        if isinstance(oldest, (int, float)):
+            waiting += f" (oldest {duration(oldest)}"
+            waiting += f", next look in {duration(wake)})" if isinstance(wake, (int, float)) else ")"
+        parts.append(waiting)
     return " · ".join(parts)
 
 
