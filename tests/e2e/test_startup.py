@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from teamclaude import mitm_compat
 from teamclaude.fakeupstream import FakeUpstream
 from teamclaude.proxyproc import ProxyProcess, addon_path, mitmproxy_command
 from tests.e2e.harness import PROXY_KEY, call, listening_sockets, message_body, oauth_account, start_proxy, write_config
@@ -160,3 +161,13 @@ def test_forward_mode_listens_on_loopback_and_pools_only_the_real_upstream(tmp_p
             absolute(evil_host, PROXY_KEY)  # keyed: relayed, but never with a pooled credential
             seen = json.dumps([r.headers for r in elsewhere.requests] if elsewhere.requests else [], default=str)
             assert "sk-ant-oat01-alice" not in seen and PROXY_KEY not in seen
+
+
+@pytest.mark.skipif(mitm_compat.web_api_has_token(), reason="mitmweb has an API token from mitmproxy 12 on")
+def test_mitmweb_without_an_api_token_refuses_forward_mode_and_listens_nowhere(tmp_path, fake):
+    cfg = write_config(tmp_path, fake.url, [fake.account("alice")])
+    web = ["--set", "web_open_browser=false", "--mode", "regular@0"]
+    proxy = ProxyProcess(cfg.config, web, tool="mitmweb", env=cfg.env())
+    with pytest.raises(RuntimeError, match="CVE-2025-23217"):
+        proxy.start()
+    assert announced(proxy) == []
