@@ -65,6 +65,7 @@ def load_config(config_path: Path | None, *, first_run: bool = True) -> Loaded:
         store = AccountsStore(settings.accounts_file)
         if first_run:
             store.ensure_proxy_key()
+            _recover_tokens(store)
         accounts_fingerprint = fingerprint(settings.accounts_file)
         accounts = store.read()
         if not accounts.proxy_key:
@@ -82,6 +83,19 @@ def load_config(config_path: Path | None, *, first_run: bool = True) -> Loaded:
         where = display_path(reading) if reading is not None else "the settings file"
         raise ConfigError(f"{where}: cannot be read ({exc.__class__.__name__}); fix or replace the file") from None
     return Loaded(settings, accounts, settings_fingerprint, accounts_fingerprint)
+
+
+def _recover_tokens(store: AccountsStore) -> None:
+    """At start: adopt token pairs a killed or failed write left behind (journal, temp files).
+    A file that cannot be written now keeps them where they are for the next write."""
+    try:
+        recovered = store.recover()
+    except OSError as exc:
+        logger.warning("teamclaude: cannot write %s at start (%s); token pairs left by an interrupted "
+                       "write are adopted by the next write", display_path(store.path), exc.strerror or exc)
+        return
+    for name in recovered:
+        logger.warning("teamclaude: account '%s': recovered the newest token pair left by an interrupted write", name)
 
 
 class Service:
@@ -198,6 +212,7 @@ class Service:
         tokens = {a.name: a.expires_at for a in self.accounts.accounts if a.type == "oauth"}
         for account in engine.get("accounts", []):
             account["token_expires_at_ms"] = tokens.get(account.get("name"))
+            account.update(self.credentials.account_state(account.get("name", "")))
             if account.get("name") in self.credentials.needs_login:
                 account["needs_login"] = True
                 account["status"] = "needs-login"

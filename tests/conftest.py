@@ -7,3 +7,68 @@ settings.register_profile(
     "ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+# ---- a real small file system, for disk-full and read-only tests ----
+
+import errno  # noqa: E402
+import subprocess  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+class SmallFs:
+    """A 1 MiB tmpfs mounted at `path` that a test can fill, free, and remount read-only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._filler = path / "filler"
+
+    def fill(self) -> None:
+        """Take every free block, so the next write of any size fails with ENOSPC."""
+        with self._filler.open("ab") as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 4096)
+                    filler.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+        probe = self.path / "probe"
+        try:
+            probe.write_bytes(b"x")
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        else:
+            raise AssertionError("the file system still takes writes after fill()")
+
+    def free(self) -> None:
+        self._filler.unlink(missing_ok=True)
+        (self.path / "probe").unlink(missing_ok=True)
+
+    def read_only(self) -> None:
+        _run("mount", "-o", "remount,ro", str(self.path))
+
+    def read_write(self) -> None:
+        _run("mount", "-o", "remount,rw", str(self.path))
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, check=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
+    """A real tmpfs (needs root, or CAP_SYS_ADMIN, to mount); the test is skipped without it."""
+    mount_point = tmp_path / "small-fs"
+    mount_point.mkdir()
+    try:
+        _run("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+        pytest.skip(f"cannot mount a tmpfs for a real full / read-only file system: {detail}")
+    try:
+        yield SmallFs(mount_point)
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
