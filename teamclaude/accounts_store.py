@@ -182,11 +182,19 @@ class AccountsStore:
 
         Blocking (file lock, fsync): the proxy calls it through `asyncio.to_thread`.
         """
+        return self._update(mutate)[0]
+
+    def recover(self) -> list[str]:
+        """Adopt what interrupted writes left behind (see `update`); names of accounts that
+        got a newer pair. Run by the proxy at start; any later write does the same."""
+        return self._update(lambda doc: None)[1]
+
+    def _update(self, mutate: Callable[[AccountsDoc], T]) -> tuple[T, list[str]]:
         with self._locked():
             doc = self.read()
             before = dump_accounts(doc)
             orphans = leftover_temp_files(self.path)
-            adopt_newer(doc, self.journal.entries() + _pairs_in(orphans))
+            adopted = adopt_newer(doc, self.journal.entries() + _pairs_in(orphans))
             tokens_before = {a.key: _tokens_of(a) for a in doc.accounts}
             result = mutate(doc)
             _stamp_new_pairs(doc, tokens_before, int(time.time() * 1000))
@@ -201,12 +209,7 @@ class AccountsStore:
                 atomic_write(self.path, after.encode("utf-8"), mode=0o600)
             for leftover in [self.journal.path, *orphans]:
                 _unlink(leftover)
-            return result
-
-    def recover(self) -> list[str]:
-        """Adopt what interrupted writes left behind (see `update`); names of accounts that
-        got a newer pair. Run by the proxy at start; any later write does the same."""
-        return self.update(lambda doc: [])
+            return result, adopted
 
     def ensure_proxy_key(self) -> str:
         """The proxy key, generated (`tc-` + 32 url-safe characters) and saved if absent."""

@@ -28,11 +28,10 @@ class SmallFs:
 
     def fill(self) -> None:
         """Take every free block, so the next write of any size fails with ENOSPC."""
-        with self._filler.open("ab") as filler:
+        with self._filler.open("ab", buffering=0) as filler:
             try:
-                while True:
-                    filler.write(b"\0" * 4096)
-                    filler.flush()
+                while filler.write(b"\0" * 4096):
+                    pass
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC
         probe = self.path / "probe"
