@@ -83,6 +83,7 @@ class CredentialManager:
         # Why the last refresh of an account failed (not needs-login), until one succeeds.
         self.refresh_errors: dict[str, str] = {}
         self._file_error: str | None = None
+        self._retry_due = asyncio.Event()  # set when a pair could not be saved
 
     def configure(self, store: AccountsStore, settings: Settings) -> None:
         """New settings (and possibly a new accounts file); accounts come with `reload`."""
@@ -172,7 +173,12 @@ class CredentialManager:
         while True:
             now = self._clock()
             wake = min([next_idle, *(u.next_try for u in self.unsaved.values())])
-            await asyncio.sleep(max(0.0, wake - now))
+            self._retry_due.clear()
+            try:
+                await asyncio.wait_for(self._retry_due.wait(), max(0.0, wake - now))
+                continue  # a new unsaved pair: sleep until its retry instead
+            except TimeoutError:
+                pass
             if self.unsaved:
                 await self.save_unsaved()
             if self._clock() >= next_idle:
@@ -243,7 +249,7 @@ class CredentialManager:
             self.needs_login.add(name)
             raise
         except (OAuthError, AccountsError, OSError) as exc:
-            return self._without_refresh(name, seen, exc)
+            return self._without_refresh(name, seen, force, exc)
         self._file_error = None
         self.refresh_errors.pop(name, None)
         if name in self._accounts:
@@ -258,8 +264,9 @@ class CredentialManager:
             self._keep_unsaved(updated, save_error)
         return updated
 
-    def _without_refresh(self, name: str, seen: Account, exc: Exception) -> Account:
-        """No new pair: serve with the current token while it is valid, else fail over."""
+    def _without_refresh(self, name: str, seen: Account, force: bool, exc: Exception) -> Account:
+        """No new pair: serve with the current token while it is valid, else fail over (as
+        after a 401 with `force`: upstream refused the current token already)."""
         if isinstance(exc, OAuthError):
             why = str(exc)
         else:
@@ -269,12 +276,14 @@ class CredentialManager:
             self._file_error = why
         self.refresh_errors[name] = why
         current = self._accounts.get(name, seen)
-        if current.access_token and (current.expires_at is None or current.expires_at / 1000.0 > self._clock()):
+        valid = current.expires_at is None or current.expires_at / 1000.0 > self._clock()
+        if current.access_token and valid and not force:
             if isinstance(exc, OAuthError):
                 logger.warning("teamclaude: %s; using the current token until it expires", exc)
             return current
+        state = "was refused upstream" if force and valid else "expired"
         raise RefreshFailed(
-            f"account '{name}': its token expired and no new one could be had ({why}); "
+            f"account '{name}': its token {state} and no new one could be had ({why}); "
             "other accounts serve meanwhile and the refresh is tried again on the next request"
         ) from None
 
@@ -286,6 +295,7 @@ class CredentialManager:
                          "saving is retried", account.name, message)
         since = previous.since if previous is not None else self._clock()
         self.unsaved[account.name] = Unsaved(account, message, since, 0, self._clock() + SAVE_RETRY_DELAYS_S[0])
+        self._retry_due.set()
 
     def _refresh_locked(self, name: str, seen: Account, force: bool, now: float,
                         pending: list[Account]) -> tuple[Account, OSError | AccountsError | None]:
