@@ -9,9 +9,10 @@ hold the refresh token the fake upstream accepts now; a request through the rest
 must then succeed. A kill counts as *lost* when it does not.
 
 Lost kills are split by whether the proxy had surely received the newest pair (its access
-token reached the upstream in a request: the proxy had it in hand) or maybe not (killed while
-the token answer was on its way: the upstream rotated, the proxy never saw the new pair —
-no program can keep what it never received).
+token reached the upstream in a request, or its refresh token was in some file the proxy
+wrote — journal, temp file) or maybe not: killed between the upstream rotating the token and
+the journal line being written (the answer in flight, being parsed): no program can keep a
+pair it has not read yet.
 
     .venv/bin/python bench/kill9.py                # 20 kills (~1-2 min)
     .venv/bin/python bench/kill9.py --kills 5 --seed 3
@@ -52,7 +53,7 @@ class Kill:
     delay_s: float
     refreshes: int  # token calls the upstream answered during the round
     lost: bool  # the accounts file lacked the upstream's current refresh token after restart
-    received: bool  # the newest access token had reached the upstream before the kill
+    received: bool  # the newest pair was used upstream or written to some file before the kill
     in_temp_files: bool  # the lost refresh token sat in a leftover temp file
     temp_files_left: int  # `.accounts.yaml.*.tmp` files in the directory after the restart
     served_after_restart: bool
@@ -114,6 +115,9 @@ def run(kills: int, seed: int, root: Path, echo: bool = True) -> list[Kill]:
                 for r in fake.requests if r.path == "/v1/messages" for k, v in r.headers if k.lower() == "authorization"
             )
             in_temp = any(newest.refresh_token in p.read_text(errors="replace") for p in _temp_files(cfg))
+            on_disk = any(newest.refresh_token in p.read_text(errors="replace")
+                          for p in cfg.accounts.parent.iterdir() if p.is_file())
+            received = received or on_disk
             with start_proxy(cfg) as restarted:  # recovers what the killed refresh left behind
                 try:
                     saved = AccountsStore(cfg.accounts).read().get("alice")
