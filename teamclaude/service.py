@@ -189,6 +189,25 @@ class Service:
                 return True
         return False
 
+    def no_account_message(self) -> str:
+        """The 503 text when no account can serve and waiting cannot help: a login only where
+        one is needed; an account whose refresh fails for another reason (token endpoint
+        down, accounts file unusable) is an outage that a later request retries."""
+        failing = {name: error for name, error in self.credentials.refresh_errors.items()
+                   if name not in self.credentials.needs_login}
+        needs_login = sorted(self.credentials.needs_login | {
+            line["name"] for line in self.router.capacity(self.clock()).get("accounts", [])
+            if line.get("status") == "needs-login"
+        })
+        parts = ["teamclaude: no account can serve this request and none will free up by waiting"]
+        for name in sorted(failing):
+            parts.append(f"'{name}' cannot refresh its token: {failing[name]}; a later request tries again")
+        if needs_login:
+            parts.append(f"{', '.join(repr(n) for n in needs_login)} need a new login: run `teamclaude login`")
+        if len(parts) == 1:
+            parts.append("see `teamclaude accounts`")
+        return ". ".join(parts) + "."
+
     def soonest_free(self, now: float) -> tuple[str, float] | None:
         """(account, when) of the account that frees up first, from the engine's snapshot."""
         best: tuple[str, float] | None = None
