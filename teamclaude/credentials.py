@@ -113,6 +113,10 @@ class CredentialManager:
         self.unsaved = {n: u for n, u in self.unsaved.items() if n in accounts}
         self.refresh_errors = {n: e for n, e in self.refresh_errors.items() if n in accounts}
 
+    def accounts(self) -> list[Account]:
+        """The accounts as in use now (newer than the file's while a pair is unsaved)."""
+        return list(self._accounts.values())
+
     def get(self, name: str) -> Account:
         account = self._accounts.get(name)
         if account is None:

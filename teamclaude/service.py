@@ -228,9 +228,9 @@ class Service:
     def snapshot(self) -> dict[str, Any]:
         now = self.clock()
         engine = self.router.snapshot(now)
-        tokens = {a.name: a.expires_at for a in self.accounts.accounts if a.type == "oauth"}
+        tokens = {a.name: a.expires_at for a in self.credentials.accounts() if a.type == "oauth"}
         for account in engine.get("accounts", []):
-            account["token_expires_at_ms"] = tokens.get(account.get("name"))
+            account["token_expires_at_ms"] = tokens.get(account.get("name"))  # of the pair in use
             account.update(self.credentials.account_state(account.get("name", "")))
             if account.get("name") in self.credentials.needs_login:
                 account["needs_login"] = True
