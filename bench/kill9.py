@@ -38,9 +38,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore  # noqa: E402
-from teamclaude.fakeupstream import FakeUpstream  # noqa: E402
-from tests.e2e.harness import ConfigDir, call, message_body, oauth_account, start_proxy, write_config  # noqa: E402
+from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore
+from teamclaude.fakeupstream import FakeUpstream
+from tests.e2e.harness import (
+    ConfigDir,
+    call,
+    message_body,
+    oauth_account,
+    start_proxy,
+    write_config,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOKEN_PATH = "/v1/oauth/token"

@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from teamclaude import oauth
-from teamclaude.accounts_store import Account, AccountsDoc, AccountsError, AccountsStore, adopt_newer, is_newer, received_pair
+from teamclaude.accounts_store import (
+    Account,
+    AccountsDoc,
+    AccountsError,
+    AccountsStore,
+    adopt_newer,
+    is_newer,
+    received_pair,
+)
 from teamclaude.importer import ImportFailed, read_claude_credentials
 from teamclaude.oauth import NeedsLogin, OAuthError, TokenSet
 from teamclaude.settings import Settings

@@ -51,7 +51,7 @@ class ReceivedPair:
             return None
         if not _millis(obtained) or (expires is not None and not _millis(expires)):
             return None
-        return cls(key, name, access, refresh or None, expires, obtained)
+        return cls(key, name, access, refresh or None, expires, int(obtained))
 
 
 def _millis(value: Any) -> bool:

@@ -1,5 +1,10 @@
+import errno
 import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("default", deadline=None)
@@ -10,13 +15,6 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
 # ---- a real small file system, for disk-full and read-only tests ----
-
-import errno  # noqa: E402
-import subprocess  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
 
 
 class SmallFs:
@@ -70,4 +68,4 @@ def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
     try:
         yield SmallFs(mount_point)
     finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, check=False)

@@ -22,13 +22,20 @@ from tests.e2e.harness import (
     ConfigDir,
     apikey_account,
     call,
-    message_body,
     oauth_account,
     proxy_status,
     start_proxy,
     write_config,
 )
-from tests.e2e.test_accounts_e2e import TOKEN_PATH, ask, expire_in, file_mode, header, oauth_urls, served
+from tests.e2e.test_accounts_e2e import (
+    TOKEN_PATH,
+    ask,
+    expire_in,
+    file_mode,
+    header,
+    oauth_urls,
+    served,
+)
 
 
 def _alice_state(proxy: ProxyProcess) -> dict[str, Any]:

@@ -12,7 +12,12 @@ import pytest
 
 from teamclaude import credentials, oauth
 from teamclaude.accounts_store import Account, AccountsDoc, AccountsStore
-from teamclaude.credentials import CredentialManager, NeedsLogin, OAuthError, UnknownAccount
+from teamclaude.credentials import (
+    CredentialManager,
+    NeedsLogin,
+    OAuthError,
+    UnknownAccount,
+)
 from teamclaude.fakeupstream import FakeUpstream
 from teamclaude.settings import Settings
 
