@@ -49,9 +49,9 @@ class ReceivedPair:
             return None
         if refresh is not None and not isinstance(refresh, str):
             return None
-        if not _millis(obtained) or (expires is not None and not _millis(expires)):
+        if not isinstance(obtained, int) or not _millis(obtained) or (expires is not None and not _millis(expires)):
             return None
-        return cls(key, name, access, refresh or None, expires, int(obtained))
+        return cls(key, name, access, refresh or None, expires, obtained)
 
 
 def _millis(value: Any) -> bool:
