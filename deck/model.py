@@ -83,6 +83,8 @@ class Account:
     bench_until: float | None = None
     bench_reason: str = ""
     needs_login: bool = False
+    token_unsaved: str = ""  # why a received token pair is not in the accounts file yet
+    refresh_error: str = ""  # why refreshing its token fails (not a login problem)
     usage: Usage = Usage()
 
     @classmethod
@@ -96,6 +98,7 @@ class Account:
             for key, value in _dict(data.get("windows")).items()
             if isinstance(value, dict)
         }
+        unsaved = data.get("token_unsaved")
         return cls(
             name=name,
             kind=_str(data.get("kind")),
@@ -108,6 +111,8 @@ class Account:
             bench_until=_num(data.get("bench_until")),
             bench_reason=_str(data.get("bench_reason")),
             needs_login=data.get("needs_login") is True,
+            token_unsaved=_str(unsaved.get("error"), "not written") if isinstance(unsaved, dict) else "",
+            refresh_error=_str(data.get("token_refresh_error")),
             usage=Usage.parse(data.get("usage")),
         )
 

@@ -135,6 +135,8 @@ def account_header(group: AccountGroup, state: State, now: float, width: int, hi
     if account is not None and account.needs_login:
         status = "needs-login"
     style = STATUS_STYLE.get(status, "grey50")
+    if account is not None and (account.token_unsaved or account.refresh_error) and status != "needs-login":
+        style = STATUS_STYLE["needs-login"]
     line = Text("● ", style=style)
     line.append(group.name, style="bold")
     if group.name == state.current:
@@ -155,6 +157,10 @@ def account_header(group: AccountGroup, state: State, now: float, width: int, hi
 def _status_chip(account: Account, status: str, now: float, wide: bool) -> str:
     if status == "needs-login":
         return "needs login → teamclaude login" if wide else "needs login"
+    if account.token_unsaved:
+        return f"new token not saved ({account.token_unsaved}; retrying)" if wide else "new token not saved"
+    if account.refresh_error:
+        return f"refresh failing ({account.refresh_error})" if wide else "refresh failing"
     if account.bench_until is not None and account.bench_until > now:
         reason = f" ({account.bench_reason})" if account.bench_reason else ""
         return f"benched {fmt.duration(account.bench_until - now)}{reason}"

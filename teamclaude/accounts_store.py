@@ -4,6 +4,12 @@ Both the CLI and a running proxy write this file (login, import, remove, token r
 every write is a read-modify-write under an exclusive lock on a sidecar file, and entries
 are matched by a stable key (account id, else name), never by position. Fields and
 top-level keys the program does not know are carried through unchanged.
+
+Rotated OAuth pairs must never be lost (a refresh token is single use): every write first
+adopts newer pairs that a crashed or failed write left behind — entries of the token journal
+(`token_journal.py`) and complete temp files of an interrupted `atomic_write` — and removes
+those leftovers once the file holds what they had. `obtained_at` (epoch ms, written with
+each pair) tells which pair is newer.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -21,8 +28,9 @@ import yaml
 
 from routing.types import AccountKind, AccountSpec
 from teamclaude import yamlsafe
-from teamclaude.atomic import atomic_write
+from teamclaude.atomic import atomic_write, leftover_temp_files
 from teamclaude.paths import display_path, fingerprint
+from teamclaude.token_journal import ReceivedPair, TokenJournal
 
 ACCOUNT_KINDS: tuple[str, ...] = ("oauth", "apikey")
 SECRET_FIELDS = frozenset({"access_token", "refresh_token", "api_key"})
@@ -32,6 +40,8 @@ _FILE_HEADER = (
     "# teamclaude accounts and secrets (mode 0600). Written by 'teamclaude login/import/remove'\n"
     "# and by the proxy when it refreshes tokens. Hand edits are kept; comments are not.\n"
 )
+# The last line of every file this program writes: a temp file that ends with it is complete.
+_END_MARK = "# end of accounts\n"
 
 T = TypeVar("T")
 
@@ -52,6 +62,7 @@ class Account:
     access_token: str | None = None
     refresh_token: str | None = None
     expires_at: int | None = None  # epoch milliseconds
+    obtained_at: int | None = None  # epoch milliseconds when the token pair was received
     api_key: str | None = None
     disabled: bool = False
     priority: int = 0
@@ -84,6 +95,7 @@ class Account:
 
 
 _ACCOUNT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Account) if f.name != "extra")
+_MILLIS = ("expires_at", "obtained_at")
 _OPTIONAL_TEXT = ("id", "email", "org", "plan", "access_token", "refresh_token", "api_key", "source")
 
 
@@ -148,6 +160,7 @@ class AccountsStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.journal = TokenJournal(self.path.with_name(self.path.name + ".journal"))
 
     def read(self) -> AccountsDoc:
         """The current file, validated; a missing file is an empty document."""
@@ -162,12 +175,29 @@ class AccountsStore:
     def update(self, mutate: Callable[[AccountsDoc], T]) -> T:
         """Apply `mutate` to the freshly read file under the lock and write it back if it changed.
 
+        Newer token pairs left in the journal or in temp files are adopted first, and those
+        leftovers removed once the file is written. OAuth accounts whose tokens `mutate`
+        changed without setting `obtained_at` get it set to now. Raises `AccountsError` for
+        a bad file and `OSError` when it cannot be written (leftovers are then kept).
+
         Blocking (file lock, fsync): the proxy calls it through `asyncio.to_thread`.
         """
+        return self._update(mutate)[0]
+
+    def recover(self) -> list[str]:
+        """Adopt what interrupted writes left behind (see `update`); names of accounts that
+        got a newer pair. Run by the proxy at start; any later write does the same."""
+        return self._update(lambda doc: None)[1]
+
+    def _update(self, mutate: Callable[[AccountsDoc], T]) -> tuple[T, list[str]]:
         with self._locked():
             doc = self.read()
             before = dump_accounts(doc)
+            orphans = leftover_temp_files(self.path)
+            adopted = adopt_newer(doc, self.journal.entries() + _pairs_in(orphans))
+            tokens_before = {a.key: _tokens_of(a) for a in doc.accounts}
             result = mutate(doc)
+            _stamp_new_pairs(doc, tokens_before, int(time.time() * 1000))
             after = dump_accounts(doc)
             if after != before:
                 try:
@@ -177,7 +207,9 @@ class AccountsStore:
                         f"{display_path(self.path)} not changed: {problem.text}"
                     ) from None
                 atomic_write(self.path, after.encode("utf-8"), mode=0o600)
-            return result
+            for leftover in [self.journal.path, *orphans]:
+                _unlink(leftover)
+            return result, adopted
 
     def ensure_proxy_key(self) -> str:
         """The proxy key, generated (`tc-` + 32 url-safe characters) and saved if absent."""
@@ -199,12 +231,103 @@ class AccountsStore:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            # A read-only file system: an existing lock file still locks when opened for
+            # reading. Without one nobody can write here at all, so there is nothing to
+            # exclude, and the caller still gets to read (and refresh, keeping the pair).
+            try:
+                fd = os.open(self.lock_path, os.O_RDONLY)
+            except OSError:
+                yield
+                return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+
+def adopt_newer(doc: AccountsDoc, pairs: Iterable[ReceivedPair]) -> list[str]:
+    """Give each OAuth account of `doc` the newest of `pairs` for it, when newer than its
+    own; names of the accounts changed. Pairs of accounts not in `doc` are dropped (a
+    removed account stays removed)."""
+    changed: list[str] = []
+    for pair in sorted(pairs, key=lambda p: p.obtained_at):
+        account = doc.find(pair.key)
+        if account is None or account.type != "oauth" or not is_newer(pair, account):
+            continue
+        account.access_token = pair.access_token
+        account.refresh_token = pair.refresh_token or account.refresh_token
+        account.expires_at = pair.expires_at
+        account.obtained_at = pair.obtained_at
+        if account.name not in changed:
+            changed.append(account.name)
+    return changed
+
+
+def is_newer(candidate: ReceivedPair | Account, current: Account) -> bool:
+    """Does `candidate` hold a newer token pair than `current` (the same account)?
+
+    By `obtained_at` when both have it; else (a file written by an older version or by
+    hand) by `expires_at`, which a later refresh moves forward.
+    """
+    if (candidate.access_token, candidate.refresh_token) == (current.access_token, current.refresh_token):
+        return False
+    if candidate.obtained_at is not None and current.obtained_at is not None:
+        return candidate.obtained_at > current.obtained_at
+    return (candidate.expires_at or 0) > (current.expires_at or 0)
+
+
+def received_pair(account: Account) -> ReceivedPair | None:
+    """The token pair of an OAuth account as a journal entry (None without one)."""
+    if account.type != "oauth" or not account.access_token or account.obtained_at is None:
+        return None
+    return ReceivedPair(account.key, account.name, account.access_token, account.refresh_token,
+                        account.expires_at, account.obtained_at)
+
+
+def _pairs_in(temp_files: Iterable[Path]) -> list[ReceivedPair]:
+    """Token pairs in temp files an interrupted write left; a file cut short is ignored."""
+    pairs: list[ReceivedPair] = []
+    for temp in temp_files:
+        try:
+            text = temp.read_text(encoding="utf-8")
+            if not text.endswith(_END_MARK):
+                continue
+            doc = _parse(text)
+        except (OSError, UnicodeDecodeError, _Problem, yamlsafe.PlainYamlError):
+            continue
+        pairs += [pair for pair in map(received_pair, doc.accounts) if pair is not None]
+    return pairs
+
+
+def _tokens_of(account: Account) -> tuple[str | None, str | None, int | None]:
+    return account.access_token, account.refresh_token, account.obtained_at
+
+
+def _stamp_new_pairs(doc: AccountsDoc, before: dict[str, tuple[str | None, str | None, int | None]], now_ms: int) -> None:
+    """Set `obtained_at` of OAuth accounts that got tokens without it (login, import)."""
+    for account in doc.accounts:
+        if account.type != "oauth" or not (account.access_token or account.refresh_token):
+            continue
+        old = before.get(account.key)
+        if old is None:
+            new_account_unstamped = account.obtained_at is None
+            if new_account_unstamped:
+                account.obtained_at = now_ms
+        elif old[:2] != _tokens_of(account)[:2] and old[2] == account.obtained_at:
+            account.obtained_at = now_ms
+
+
+def _unlink(path: Path) -> None:
+    """Remove a leftover whose content the file now holds; one that cannot be removed (a
+    read-only directory) is harmless: it is no newer than the file."""
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def new_proxy_key() -> str:
@@ -246,7 +369,7 @@ def dump_accounts(doc: AccountsDoc) -> str:
     data["accounts"] = [_account_to_dict(a) for a in doc.accounts]
     data.update(doc.extra)
     body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=4096)
-    return _FILE_HEADER + body
+    return _FILE_HEADER + body + _END_MARK
 
 
 def _account_to_dict(account: Account) -> dict[str, Any]:
@@ -342,15 +465,15 @@ def _parse_account(node: yaml.Node, position: int) -> Account:
 
 def _check_field(label: str, key: str, value: Any, line: int) -> Any:
     if value is None:
-        return None if key in _OPTIONAL_TEXT or key == "expires_at" else _default_of(key)
+        return None if key in _OPTIONAL_TEXT or key in _MILLIS else _default_of(key)
     if key in _OPTIONAL_TEXT:
         if not isinstance(value, str):
             shown = "" if key in SECRET_FIELDS else f", got {_show_plain(value)}"
             raise _Problem(line, f"{label}: '{key}' must be a string{shown}")
         return value
-    if key == "expires_at":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise _Problem(line, f"{label}: 'expires_at' must be epoch milliseconds, got {_show_plain(value)}")
+    if key in _MILLIS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2**63:
+            raise _Problem(line, f"{label}: '{key}' must be epoch milliseconds, got {_show_plain(value)}")
         return int(value)
     if key == "disabled":
         if not isinstance(value, bool):

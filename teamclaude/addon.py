@@ -23,6 +23,7 @@ from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
 
 from teamclaude import endpoints, errors, export, failover, gate, mitm_compat, own_flows, request_log, rewrite, startup
+from teamclaude.accounts_store import AccountsError
 from teamclaude.fail_closed import FailClosed
 from teamclaude.paths import http_url
 from teamclaude.pool import KEEP_STREAM_BYTES, Pool, error_response, usage_of_whole_body
@@ -151,6 +152,10 @@ class TeamClaude:
         if self._log is not None:
             self._log.flush_sync()
         if self.service is not None:
+            try:
+                self.service.credentials.save_sync()  # a last try for pairs the disk refused
+            except (OSError, AccountsError):
+                pass
             self.service.writer.write_sync()
         FailClosed.install_unless_exiting()  # a script reload that fails leaves no open proxy
 

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+TEMP_SUFFIX = ".tmp"
+
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace `path` with `data` so that readers see either the old or the new file.
@@ -18,7 +20,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     path = Path(path)
     parent = path.parent
     parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         try:
             os.fchmod(fd, mode)
@@ -45,3 +47,19 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def leftover_temp_files(path: Path) -> list[Path]:
+    """Temp files of `atomic_write(path, ...)` calls that never renamed theirs (a crash).
+
+    Only meaningful while no write of `path` can be running: under the file's own lock.
+    """
+    path = Path(path)
+    try:
+        return sorted(path.parent.glob(f".{_glob_escape(path.name)}.*{TEMP_SUFFIX}"))
+    except OSError:
+        return []
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)

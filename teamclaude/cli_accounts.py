@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from teamclaude.accounts_store import Account, AccountsStore, merge_duplicates
@@ -19,7 +20,7 @@ from teamclaude.importer import import_account
 from teamclaude.login import login_api_key, login_oauth
 from teamclaude.paths import display_path
 from teamclaude.settings import Settings, load_settings
-from teamclaude.statefile import read_state
+from teamclaude.statefile import read_state, token_problem
 
 NO_ACCOUNTS = (
     "No accounts yet. Add one with 'teamclaude login' (browser sign-in), "
@@ -123,6 +124,9 @@ def account_status(account: Account, live: dict[str, Any] | None, now: float) ->
         return "[red]needs login[/] (teamclaude login)"
     if account.type == "oauth" and not account.refresh_token and account.expires_at and account.expires_at / 1000 < now:
         return "[red]needs login[/] (token expired, no refresh token)"
+    problem = token_problem(live) if live is not None else None
+    if problem is not None:
+        return f"[red]{escape(problem)}[/]"
     if live is not None and live.get("status") == "benched":
         until = live.get("bench_until")
         return f"[yellow]benched[/] {relative(until, now) if until else ''}".rstrip()

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from teamclaude.accounts_store import AccountsStore
@@ -25,7 +26,7 @@ from teamclaude.credentials import CredentialManager
 from teamclaude.importer import claude_code_has_login
 from teamclaude.oauth import OAUTH_BETA
 from teamclaude.settings import Settings, load_settings
-from teamclaude.statefile import read_state
+from teamclaude.statefile import read_state, token_problem
 
 PROXY_TIMEOUT_S = 5.0
 API_TIMEOUT_S = 60.0
@@ -230,6 +231,9 @@ def _status_cell(account: dict[str, Any], now: float) -> str:
     status = str(account.get("status", "?"))
     if account.get("needs_login"):
         return "[red]needs login[/]"
+    problem = token_problem(account)
+    if problem is not None:
+        return f"[red]{escape(problem)}[/]"
     if status == "benched":
         until = account.get("bench_until")
         reason = account.get("bench_reason")

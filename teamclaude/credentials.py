@@ -6,6 +6,13 @@ and if someone else already rotated the pair it is adopted instead of refreshed;
 the token endpoint is called and the rotated pair is written before the lock is released
 and before anyone uses the new access token. Within this process a refresh is single-flight
 per account: concurrent callers await the same task, which a cancelled caller cannot stop.
+
+A rotated pair is never dropped: it goes to the token journal the moment it arrives, then
+into the accounts file. When the file cannot be written (disk full, read-only) the pair
+serves from memory, is shown as "new token not saved", and is written again with backoff
+(`run_background`) until it lands. A broken accounts file stops refreshes (nothing could be
+saved) but not serving: the current token is used while it is valid, else the request fails
+over; the error names the file and line.
 """
 
 from __future__ import annotations
@@ -15,21 +22,52 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from teamclaude import oauth
-from teamclaude.accounts_store import Account, AccountsDoc, AccountsStore
+from teamclaude.accounts_store import (
+    Account,
+    AccountsDoc,
+    AccountsError,
+    AccountsStore,
+    adopt_newer,
+    is_newer,
+    received_pair,
+)
 from teamclaude.importer import ImportFailed, read_claude_credentials
 from teamclaude.oauth import NeedsLogin, OAuthError, TokenSet
 from teamclaude.settings import Settings
 
-__all__ = ["CredentialManager", "NeedsLogin", "OAuthError", "UnknownAccount"]
+__all__ = ["CredentialManager", "NeedsLogin", "OAuthError", "RefreshFailed", "UnknownAccount"]
 
 logger = logging.getLogger(__name__)
 
 # A forced refresh (after a 401) is skipped when the account was refreshed this recently.
 FORCE_MIN_INTERVAL_S = 10.0
 BACKGROUND_INTERVAL_S = 60.0
+# Waits between attempts to write a pair the accounts file refused; the last one repeats.
+SAVE_RETRY_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class RefreshFailed(OAuthError):
+    """The token expired and no new one could be had for now — not a login problem: the token
+    endpoint failed or the accounts file is unusable. Other accounts serve meanwhile."""
+
+
+@dataclass
+class Unsaved:
+    """A received pair the accounts file did not take yet (it serves from memory)."""
+
+    account: Account
+    error: str
+    since: float
+    attempts: int = 0
+    next_try: float = 0.0
+
+    def status(self) -> dict[str, Any]:
+        return {"since": self.since, "error": self.error, "attempts": self.attempts, "next_try": self.next_try}
 
 
 class UnknownAccount(LookupError):
@@ -49,6 +87,11 @@ class CredentialManager:
         self._accounts: dict[str, Account] = {}
         self._refreshing: dict[str, asyncio.Task[Account]] = {}
         self._refreshed_at: dict[str, float] = {}
+        self.unsaved: dict[str, Unsaved] = {}
+        # Why the last refresh of an account failed (not needs-login), until one succeeds.
+        self.refresh_errors: dict[str, str] = {}
+        self._file_error: str | None = None
+        self._retry_due = asyncio.Event()  # set when a pair could not be saved
 
     def configure(self, store: AccountsStore, settings: Settings) -> None:
         """New settings (and possibly a new accounts file); accounts come with `reload`."""
@@ -65,15 +108,22 @@ class CredentialManager:
         accounts: dict[str, Account] = {}
         for incoming in doc.accounts:
             mine = self._accounts.get(incoming.name)
-            if mine is not None and mine.key == incoming.key and _newer(mine, incoming):
+            if mine is not None and mine.key == incoming.key and mine.type == "oauth" and is_newer(mine, incoming):
                 accounts[incoming.name] = mine
                 continue
+            self.unsaved.pop(incoming.name, None)  # the file holds this pair or a newer one
             if mine is None or (mine.refresh_token, mine.access_token) != (incoming.refresh_token, incoming.access_token):
                 self.needs_login.discard(incoming.name)
             accounts[incoming.name] = incoming
         self._accounts = accounts
         self.needs_login &= set(accounts)
         self._refreshed_at = {n: t for n, t in self._refreshed_at.items() if n in accounts}
+        self.unsaved = {n: u for n, u in self.unsaved.items() if n in accounts}
+        self.refresh_errors = {n: e for n, e in self.refresh_errors.items() if n in accounts}
+
+    def accounts(self) -> list[Account]:
+        """The accounts as in use now (newer than the file's while a pair is unsaved)."""
+        return list(self._accounts.values())
 
     def get(self, name: str) -> Account:
         account = self._accounts.get(name)
@@ -129,12 +179,64 @@ class CredentialManager:
         return outcome
 
     async def run_background(self, interval_s: float = BACKGROUND_INTERVAL_S) -> None:
-        """Refresh idle accounts every `interval_s` until cancelled (started by the addon)."""
+        """Until cancelled (started by the addon): refresh idle accounts every `interval_s`,
+        and write unsaved pairs when their retry is due."""
+        next_idle = self._clock() + interval_s
         while True:
-            await asyncio.sleep(interval_s)
-            for name, error in (await self.refresh_idle()).items():
-                if error is not None:
-                    logger.warning("teamclaude: background refresh of '%s' failed: %s", name, error)
+            now = self._clock()
+            wake = min([next_idle, *(u.next_try for u in self.unsaved.values())])
+            self._retry_due.clear()
+            try:
+                await asyncio.wait_for(self._retry_due.wait(), max(0.0, wake - now))
+                continue  # a new unsaved pair: sleep until its retry instead
+            except TimeoutError:
+                pass
+            if self.unsaved:
+                await self.save_unsaved()
+            if self._clock() >= next_idle:
+                next_idle = self._clock() + interval_s
+                for name, error in (await self.refresh_idle()).items():
+                    if error is not None:
+                        logger.warning("teamclaude: background refresh of '%s' failed: %s", name, error)
+
+    async def save_unsaved(self, *, force: bool = False) -> bool:
+        """Write the pairs the accounts file refused, when their retry is due (or `force`).
+        True when none is left unsaved."""
+        now = self._clock()
+        if not self.unsaved or not (force or any(u.next_try <= now for u in self.unsaved.values())):
+            return not self.unsaved
+        waiting = dict(self.unsaved)
+        try:
+            await asyncio.to_thread(self.save_sync, [u.account for u in waiting.values()])
+        except (OSError, AccountsError) as exc:
+            for entry in self.unsaved.values():
+                entry.error = _save_error(self.store, exc)
+                entry.attempts += 1
+                delay = SAVE_RETRY_DELAYS_S[min(entry.attempts, len(SAVE_RETRY_DELAYS_S)) - 1]
+                entry.next_try = self._clock() + delay
+            return False
+        for name, entry in waiting.items():
+            if self.unsaved.get(name) is entry:
+                del self.unsaved[name]
+                logger.warning("teamclaude: account '%s': the new token is saved now (%s)", name,
+                               self.store.path)
+        return not self.unsaved
+
+    def save_sync(self, accounts: list[Account] | None = None) -> None:
+        """Write unsaved pairs now (blocking; also for a last try at shutdown). Raises
+        OSError / AccountsError when the file still cannot take them."""
+        pairs = [p for p in map(received_pair, accounts if accounts is not None else
+                                [u.account for u in self.unsaved.values()]) if p is not None]
+        if pairs:
+            self.store.update(lambda doc: adopt_newer(doc, pairs))
+
+    def account_state(self, name: str) -> dict[str, Any]:
+        """What the state file shows about an account's tokens (never a token)."""
+        unsaved = self.unsaved.get(name)
+        return {
+            "token_unsaved": unsaved.status() if unsaved is not None else None,
+            "token_refresh_error": self.refresh_errors.get(name),
+        }
 
     # ---- internals ----
 
@@ -152,27 +254,72 @@ class CredentialManager:
             task.exception()  # retrieved here so an unawaited failure is not reported twice
 
     async def _refresh(self, name: str, seen: Account, force: bool, now: float) -> Account:
+        pending = [u.account for u in self.unsaved.values()]
         try:
-            updated = await asyncio.to_thread(self._refresh_locked, name, seen, force, now)
+            updated, save_error = await asyncio.to_thread(self._refresh_locked, name, seen, force, now, pending)
         except NeedsLogin:
             self.needs_login.add(name)
             raise
-        except OAuthError as exc:
-            current = self._accounts.get(name, seen)
-            if current.access_token and (current.expires_at is None or current.expires_at / 1000.0 > self._clock()):
-                logger.warning("teamclaude: %s; using the current token until it expires", exc)
-                return current
-            raise
+        except (OAuthError, AccountsError, OSError) as exc:
+            return self._without_refresh(name, seen, force, exc)
+        self._file_error = None
+        self.refresh_errors.pop(name, None)
         if name in self._accounts:
             self._accounts[name] = updated
         self._refreshed_at[name] = self._clock()
         self.needs_login.discard(name)
+        if save_error is None:
+            for other in pending:
+                if self.unsaved.get(other.name) is not None and self.unsaved[other.name].account is other:
+                    del self.unsaved[other.name]  # written with this refresh
+        else:
+            self._keep_unsaved(updated, save_error)
         return updated
 
-    def _refresh_locked(self, name: str, seen: Account, force: bool, now: float) -> Account:
-        """In a worker thread: refresh under the file lock, persisting before returning."""
+    def _without_refresh(self, name: str, seen: Account, force: bool, exc: Exception) -> Account:
+        """No new pair: serve with the current token while it is valid, else fail over (as
+        after a 401 with `force`: upstream refused the current token already)."""
+        if isinstance(exc, OAuthError):
+            why = str(exc)
+        else:
+            why = f"cannot refresh: {_save_error(self.store, exc)}"
+            if why != self._file_error:
+                logger.error("teamclaude: account '%s': %s", name, why)
+            self._file_error = why
+        self.refresh_errors[name] = why
+        current = self._accounts.get(name, seen)
+        valid = current.expires_at is None or current.expires_at / 1000.0 > self._clock()
+        if current.access_token and valid and not force:
+            if isinstance(exc, OAuthError):
+                logger.warning("teamclaude: %s; using the current token until it expires", exc)
+            return current
+        state = "was refused upstream" if force and valid else "expired"
+        raise RefreshFailed(
+            f"account '{name}': its token {state} and no new one could be had ({why}); "
+            "other accounts serve meanwhile and the refresh is tried again on the next request"
+        ) from None
+
+    def _keep_unsaved(self, account: Account, error: OSError | AccountsError) -> None:
+        message = _save_error(self.store, error)
+        previous = self.unsaved.get(account.name)
+        if previous is None:
+            logger.error("teamclaude: account '%s': new token not saved: %s; it serves from memory and "
+                         "saving is retried", account.name, message)
+        since = previous.since if previous is not None else self._clock()
+        self.unsaved[account.name] = Unsaved(account, message, since, 0, self._clock() + SAVE_RETRY_DELAYS_S[0])
+        self._retry_due.set()
+
+    def _refresh_locked(self, name: str, seen: Account, force: bool, now: float,
+                        pending: list[Account]) -> tuple[Account, OSError | AccountsError | None]:
+        """In a worker thread: refresh under the file lock, persisting before returning.
+
+        Returns the account and, when the file could not be written, why: a pair that was
+        received is returned all the same (it is in the journal if that could be written).
+        """
+        received: list[Account] = []
 
         def mutate(doc: AccountsDoc) -> Account:
+            adopt_newer(doc, [p for p in map(received_pair, pending) if p is not None])
             current = doc.find(seen.key) or doc.get(name)
             if current is None or current.type != "oauth":
                 raise UnknownAccount(name)
@@ -183,9 +330,28 @@ class CredentialManager:
             current.access_token = tokens.access_token
             current.refresh_token = tokens.refresh_token or current.refresh_token
             current.expires_at = tokens.expires_at
-            return _copy(current)
+            current.obtained_at = int(self._clock() * 1000)
+            self._journal(current)
+            received.append(_copy(current))
+            return received[-1]
 
-        return self.store.update(mutate)
+        try:
+            return self.store.update(mutate), None
+        except (OSError, AccountsError) as exc:
+            # A received pair is kept whatever happens to the file: the old refresh token is dead.
+            if received:
+                return received[-1], exc
+            raise
+
+    def _journal(self, account: Account) -> None:
+        pair = received_pair(account)
+        if pair is None:
+            return
+        try:
+            self.store.journal.append(pair)
+        except OSError as exc:
+            logger.warning("teamclaude: account '%s': cannot write the token journal %s: %s", account.name,
+                           self.store.journal.path, exc.strerror or exc)
 
     def _obtain(self, account: Account, now: float) -> TokenSet:
         """New tokens for `account`; for an imported one, its source file is the fallback."""
@@ -220,5 +386,8 @@ def _copy(account: Account) -> Account:
     return dataclasses.replace(account, extra=dict(account.extra))
 
 
-def _newer(mine: Account, incoming: Account) -> bool:
-    return (mine.expires_at or 0) > (incoming.expires_at or 0) and mine.refresh_token != incoming.refresh_token
+def _save_error(store: AccountsStore, exc: BaseException) -> str:
+    """One line naming the file and the reason (an AccountsError names file and line itself)."""
+    if isinstance(exc, OSError):
+        return f"cannot write {store.path}: {exc.strerror or exc.__class__.__name__}"
+    return str(exc)

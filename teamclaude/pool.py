@@ -113,6 +113,8 @@ class Pool:
 
     def rewrite(self, flow: http.HTTPFlow, attempt: Attempt, account: Account) -> None:
         attempt.rewritten_for = account.name
+        if account.name in self.service.credentials.unsaved:
+            attempt.notes.append(f"{account.name}: new token not saved yet (disk); serving it from memory")
         if account.type == "oauth":
             rewrite.apply_oauth(flow.request.headers, account.access_token or "")
         else:
@@ -140,11 +142,7 @@ class Pool:
             message = "teamclaude has no accounts: add one with `teamclaude login` or `teamclaude import`."
             flow.response = error_response(503, "api_error", message)
         elif not service.may_free_up(attempt.refused):
-            message = (
-                "teamclaude: no account can serve this request and none will free up by waiting "
-                "(see `teamclaude accounts`: run `teamclaude login` for accounts that need a new login)."
-            )
-            flow.response = error_response(503, "api_error", message)
+            flow.response = error_response(503, "api_error", service.no_account_message())
         else:
             body, headers = throttled_response_parts(
                 len(service.accounts.accounts), service.soonest_free(now), now, attempt.held_s,

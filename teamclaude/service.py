@@ -65,6 +65,7 @@ def load_config(config_path: Path | None, *, first_run: bool = True) -> Loaded:
         store = AccountsStore(settings.accounts_file)
         if first_run:
             store.ensure_proxy_key()
+            _recover_tokens(store)
         accounts_fingerprint = fingerprint(settings.accounts_file)
         accounts = store.read()
         if not accounts.proxy_key:
@@ -82,6 +83,19 @@ def load_config(config_path: Path | None, *, first_run: bool = True) -> Loaded:
         where = display_path(reading) if reading is not None else "the settings file"
         raise ConfigError(f"{where}: cannot be read ({exc.__class__.__name__}); fix or replace the file") from None
     return Loaded(settings, accounts, settings_fingerprint, accounts_fingerprint)
+
+
+def _recover_tokens(store: AccountsStore) -> None:
+    """At start: adopt token pairs a killed or failed write left behind (journal, temp files).
+    A file that cannot be written now keeps them where they are for the next write."""
+    try:
+        recovered = store.recover()
+    except OSError as exc:
+        logger.warning("teamclaude: cannot write %s at start (%s); token pairs left by an interrupted "
+                       "write are adopted by the next write", display_path(store.path), exc.strerror or exc)
+        return
+    for name in recovered:
+        logger.warning("teamclaude: account '%s': recovered the newest token pair left by an interrupted write", name)
 
 
 class Service:
@@ -183,6 +197,25 @@ class Service:
                 return True
         return False
 
+    def no_account_message(self) -> str:
+        """The 503 text when no account can serve and waiting cannot help: a login only where
+        one is needed; an account whose refresh fails for another reason (token endpoint
+        down, accounts file unusable) is an outage that a later request retries."""
+        failing = {name: error for name, error in self.credentials.refresh_errors.items()
+                   if name not in self.credentials.needs_login}
+        needs_login = sorted(self.credentials.needs_login | {
+            line["name"] for line in self.router.capacity(self.clock()).get("accounts", [])
+            if line.get("status") == "needs-login"
+        })
+        parts = ["teamclaude: no account can serve this request and none will free up by waiting"]
+        for name in sorted(failing):
+            parts.append(f"'{name}' cannot refresh its token: {failing[name]}; a later request tries again")
+        if needs_login:
+            parts.append(f"{', '.join(repr(n) for n in needs_login)} need a new login: run `teamclaude login`")
+        if len(parts) == 1:
+            parts.append("see `teamclaude accounts`")
+        return ". ".join(parts) + "."
+
     def soonest_free(self, now: float) -> tuple[str, float] | None:
         """(account, when) of the account that frees up first, from the engine's snapshot."""
         best: tuple[str, float] | None = None
@@ -203,10 +236,11 @@ class Service:
     def snapshot(self) -> dict[str, Any]:
         now = self.clock()
         engine = self.router.snapshot(now)
-        tokens = {a.name: a.expires_at for a in self.accounts.accounts if a.type == "oauth"}
+        tokens = {a.name: a.expires_at for a in self.credentials.accounts() if a.type == "oauth"}
         engine["capacity"] = self._with_holds(engine.get("capacity") or {}, now)
         for account in engine.get("accounts", []):
-            account["token_expires_at_ms"] = tokens.get(account.get("name"))
+            account["token_expires_at_ms"] = tokens.get(account.get("name"))  # of the pair in use
+            account.update(self.credentials.account_state(account.get("name", "")))
             if account.get("name") in self.credentials.needs_login:
                 account["needs_login"] = True
                 account["status"] = "needs-login"

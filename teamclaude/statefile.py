@@ -45,6 +45,21 @@ def _encode_value(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+NEW_TOKEN_NOT_SAVED = "new token not saved"
+
+
+def token_problem(account: dict[str, Any]) -> str | None:
+    """One line about an account's tokens from its state-file entry, for the CLI views:
+    a received pair the accounts file did not take yet, or a failing refresh."""
+    unsaved = account.get("token_unsaved")
+    if isinstance(unsaved, dict):
+        return f"{NEW_TOKEN_NOT_SAVED} ({unsaved.get('error')}; retrying)"
+    error = account.get("token_refresh_error")
+    if isinstance(error, str) and error:
+        return f"refresh failing: {error}"
+    return None
+
+
 def read_state(path: Path) -> dict[str, Any] | None:
     """The last state written, or None when missing or unreadable (a reader never crashes)."""
     try:

@@ -189,3 +189,19 @@ def test_needs_login_says_what_to_do_when_there_is_room(monitor):
 def test_rows_that_do_not_fit_are_counted_on_their_account(monitor):
     text = screen(monitor.frame(), 80, 24)
     assert "2 agents · 2 live +1 more" in line_with(text, "carol@example.com needs login")
+
+
+def test_an_unsaved_token_and_a_failing_refresh_are_shown_on_their_accounts(tmp_path):
+    state = json.loads((FIXTURES / "fleet.json").read_text())
+    first, second = state["accounts"][0], state["accounts"][1]
+    first["token_unsaved"] = {"since": NOW - 30, "error": "cannot write accounts.yaml: No space left on device",
+                              "attempts": 2, "next_try": NOW + 5}
+    second["token_refresh_error"] = "cannot reach 127.0.0.1:9: Connection refused"
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state))
+    claude = build_fleet_home(tmp_path / "claude")
+    monitor = Monitor(StateReader(path), PresenceTracker(claude, lambda: NOW), lambda: NOW)
+    text = screen(monitor.frame(), 200, 40)
+    assert "new token not saved (cannot write accounts.yaml: No space left on device; retrying)" in line_with(text, first["name"])
+    assert "refresh failing (cannot reach 127.0.0.1:9: Connection refused)" in line_with(text, second["name"])
+    assert "new token not saved" in screen(monitor.frame(), 80, 24)

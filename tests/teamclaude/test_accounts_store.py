@@ -11,13 +11,16 @@ import pytest
 import yaml
 
 from routing.types import AccountSpec
+from teamclaude import accounts_store
 from teamclaude.accounts_store import (
     Account,
     AccountsDoc,
     AccountsError,
     AccountsStore,
+    dump_accounts,
     merge_duplicates,
 )
+from teamclaude.token_journal import ReceivedPair
 
 FORK = multiprocessing.get_context("fork")
 
@@ -245,3 +248,99 @@ def test_kill_during_write_leaves_previous_file_intact(tmp_path: Path) -> None:
     # The lock died with the process: the next writer proceeds.
     store.update(lambda doc: doc.upsert(Account(name="after", type="apikey", api_key="k")))
     assert store.read().get("after") is not None
+
+
+# ---- leftovers of interrupted writes: the token journal and temp files ----
+
+
+def _orphan(store: AccountsStore, text: str, tag: str) -> Path:
+    """A temp file as `atomic_write` leaves it when the process dies before the rename."""
+    orphan = store.path.with_name(f".{store.path.name}.{tag}.tmp")
+    orphan.write_text(text)
+    orphan.chmod(0o600)
+    return orphan
+
+
+def _alice(store: AccountsStore) -> Account:
+    alice = store.read().get("alice@example.com")
+    assert alice is not None
+    return alice
+
+
+def _rotated(store: AccountsStore, obtained_at: int, refresh: str) -> str:
+    """The accounts file as a write would have left it, alice's pair rotated."""
+    doc = store.read()
+    alice = doc.get("alice@example.com")
+    assert alice is not None
+    alice.access_token, alice.refresh_token, alice.obtained_at = "sk-ant-oat01-new-access", refresh, obtained_at
+    return dump_accounts(doc)
+
+
+def test_a_complete_orphaned_temp_file_with_a_newer_pair_is_adopted_then_removed(tmp_path: Path) -> None:
+    store = store_with(tmp_path, SAMPLE.replace("expires_at: 1795000000000", "expires_at: 1795000000000\n    obtained_at: 1000"))
+    newer = _orphan(store, _rotated(store, 2000, "sk-ant-ort01-newer-refresh"), "aaaa")
+    older = _orphan(store, _rotated(store, 500, "sk-ant-ort01-older-refresh"), "bbbb")
+    cut = _orphan(store, _rotated(store, 3000, "sk-ant-ort01-cut-refresh")[:-40], "cccc")  # killed mid-write
+    unrelated = tmp_path / ".other.yaml.dddd.tmp"
+    unrelated.write_text("x")
+
+    assert store.recover() == ["alice@example.com"]
+
+    alice = _alice(store)
+    assert (alice.refresh_token, alice.obtained_at) == ("sk-ant-ort01-newer-refresh", 2000)
+    assert not any(p.exists() for p in (newer, older, cut))
+    assert unrelated.exists()
+    assert _alice(store).extra == {"nickname": "Al", "team_notes": {"seat": 3}}  # nothing else changed
+
+
+def test_an_orphaned_temp_file_older_than_the_file_is_only_removed(tmp_path: Path) -> None:
+    store = store_with(tmp_path, SAMPLE.replace("expires_at: 1795000000000", "expires_at: 1795000000000\n    obtained_at: 5000"))
+    orphan = _orphan(store, _rotated(store, 4000, "sk-ant-ort01-older-refresh"), "aaaa")
+    assert store.recover() == []
+    assert _alice(store).refresh_token == "sk-ant-ort01-secret-refresh"
+    assert not orphan.exists()
+
+
+def test_journal_entries_are_adopted_by_any_write_and_a_removed_account_stays_removed(tmp_path: Path) -> None:
+    store = store_with(tmp_path, SAMPLE)  # no obtained_at (an older version): expires_at decides
+    key = _alice(store).key
+    later = 1795000000000 + 1000
+    store.journal.append(ReceivedPair(key, "alice@example.com", "sk-ant-oat01-j1", "sk-ant-ort01-j1", later, 100))
+    store.journal.append(ReceivedPair(key, "alice@example.com", "sk-ant-oat01-j2", "sk-ant-ort01-j2", later + 1, 200))
+    store.journal.append(ReceivedPair("name:gone", "gone", "sk-ant-oat01-g", "sk-ant-ort01-g", 2, 200))
+    with store.journal.path.open("a") as journal:
+        journal.write('{"key": "' + key + '", "name": "alice@example.com", "access_tok')  # a cut line
+
+    store.update(lambda doc: doc.remove("ci-key"))  # a CLI write
+
+    doc = store.read()
+    assert (doc.get("alice@example.com").refresh_token, doc.get("alice@example.com").obtained_at) == ("sk-ant-ort01-j2", 200)
+    assert [a.name for a in doc.accounts] == ["alice@example.com"]
+    assert not store.journal.path.exists()
+
+
+def test_a_write_that_fails_keeps_the_leftovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = store_with(tmp_path, SAMPLE)
+    store.journal.append(ReceivedPair(_alice(store).key, "alice@example.com", "sk-ant-oat01-j", "sk-ant-ort01-j", 1795000001000, 100))
+    orphan = _orphan(store, _rotated(store, 50, "sk-ant-ort01-orphan"), "aaaa")
+
+    def no_space(path: Path, data: bytes, mode: int = 0o600) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(accounts_store, "atomic_write", no_space)
+    with pytest.raises(OSError):
+        store.recover()
+    assert store.journal.path.exists() and orphan.exists()
+
+
+def test_new_tokens_get_obtained_at_and_files_without_it_still_load(tmp_path: Path) -> None:
+    store = store_with(tmp_path, SAMPLE)  # an older version's file: no obtained_at
+    assert _alice(store).obtained_at is None
+
+    def new_tokens(doc: AccountsDoc) -> None:
+        doc.get("alice@example.com").access_token = "sk-ant-oat01-other"
+
+    store.update(new_tokens)
+    assert _alice(store).obtained_at is not None
+    assert store.path.read_text().endswith("# end of accounts\n")
+    assert "obtained_at" in read_error(tmp_path, SAMPLE.replace("expires_at: 1795000000000", "obtained_at: soon"))

@@ -10,13 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from teamclaude import oauth
+from teamclaude import credentials, oauth
 from teamclaude.accounts_store import Account, AccountsDoc, AccountsStore
-from teamclaude.credentials import CredentialManager, NeedsLogin, OAuthError, UnknownAccount
+from teamclaude.credentials import (
+    CredentialManager,
+    NeedsLogin,
+    OAuthError,
+    UnknownAccount,
+)
 from teamclaude.fakeupstream import FakeUpstream
 from teamclaude.settings import Settings
 
-from .conftest import ALICE_ACCESS, ALICE_REFRESH
+from .conftest import ALICE_ACCESS, ALICE_REFRESH, with_settings
 
 FORK = multiprocessing.get_context("fork")
 
@@ -274,3 +279,99 @@ def test_killed_right_after_persisting_a_new_process_works(fake: FakeUpstream, s
     account = asyncio.run(manager_for(store, settings).fresh("alice"))
     assert account.refresh_token == fake.account("alice").refresh_token
     assert [c.status for c in fake.token_calls] == [200, 200]
+
+
+# ---- the accounts file cannot be written (a real full or read-only file system) ----
+
+
+def small_fs_settings(settings: Settings, small_fs) -> Settings:
+    return with_settings(settings, accounts_file=small_fs.path / "accounts.yaml")
+
+
+async def wait_saved(manager: CredentialManager, name: str) -> None:
+    while manager.account_state(name)["token_unsaved"] is not None:
+        await asyncio.sleep(0.01)
+
+
+async def test_background_refresh_on_a_full_disk_keeps_serving_and_saves_when_space_returns(
+    fake: FakeUpstream, settings: Settings, small_fs, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(credentials, "SAVE_RETRY_DELAYS_S", (0.05,))
+    settings = small_fs_settings(settings, small_fs)
+    store = make_store(settings, expires_in_s=60)  # inside the 300 s skew: due for a refresh
+    manager = manager_for(store, settings)
+    small_fs.fill()
+
+    assert await manager.refresh_idle() == {"alice": None}  # no traffic: the background refresher
+
+    rotated = fake.account("alice")
+    assert rotated.refresh_token != ALICE_REFRESH
+    serving = await manager.fresh("alice")
+    assert (serving.access_token, serving.refresh_token) == (rotated.access_token, rotated.refresh_token)
+    unsaved = manager.account_state("alice")["token_unsaved"]
+    assert unsaved is not None and "No space left on device" in unsaved["error"]
+    assert str(store.path) in unsaved["error"]
+    assert store.read().get("alice").refresh_token == ALICE_REFRESH  # the file could not take it
+    assert ALICE_REFRESH not in json.dumps(manager.account_state("alice"))
+    assert rotated.refresh_token not in json.dumps(manager.account_state("alice"))
+
+    background = asyncio.get_running_loop().create_task(manager.run_background(interval_s=3600))
+    try:
+        await asyncio.sleep(0.2)  # some retries fail while the disk is still full
+        assert manager.account_state("alice")["token_unsaved"]["attempts"] >= 1
+        small_fs.free()
+        await asyncio.wait_for(wait_saved(manager, "alice"), 10)
+    finally:
+        background.cancel()
+    assert store.read().get("alice").refresh_token == rotated.refresh_token
+    assert not store.journal.path.exists()
+
+    restarted = manager_for(store, settings)  # a restart reads the saved pair and can refresh it
+    assert (await restarted.fresh("alice", force=True)).refresh_token == fake.account("alice").refresh_token
+    assert [call.status for call in fake.token_calls] == [200, 200]
+
+
+async def test_refresh_on_a_read_only_file_system_keeps_the_pair_until_it_is_writable_again(
+    fake: FakeUpstream, settings: Settings, small_fs,
+) -> None:
+    settings = small_fs_settings(settings, small_fs)
+    store = make_store(settings, expires_in_s=60)
+    manager = manager_for(store, settings)
+    small_fs.read_only()
+
+    account = await manager.fresh("alice")
+
+    rotated = fake.account("alice")
+    assert account.refresh_token == rotated.refresh_token != ALICE_REFRESH
+    assert "Read-only file system" in manager.account_state("alice")["token_unsaved"]["error"]
+    assert not await manager.save_unsaved(force=True)
+    small_fs.read_write()
+    assert await manager.save_unsaved(force=True)
+    assert store.read().get("alice").refresh_token == rotated.refresh_token
+    assert manager.account_state("alice")["token_unsaved"] is None
+
+
+async def test_a_pair_the_journal_took_survives_a_crash_before_the_file_is_written(
+    fake: FakeUpstream, settings: Settings,
+) -> None:
+    store = make_store(settings, expires_in_s=60)
+    manager = manager_for(store, settings)
+    real_update = store.update
+
+    def crash_after_mutate(mutate):  # the process "dies" between the journal and the file
+        def mutate_then_die(doc):
+            mutate(doc)
+            raise OSError(28, "No space left on device")
+        return real_update(mutate_then_die)
+
+    store.update = crash_after_mutate  # type: ignore[method-assign]
+    await manager.fresh("alice")
+    store.update = real_update  # type: ignore[method-assign]
+    rotated = fake.account("alice")
+    assert store.read().get("alice").refresh_token == ALICE_REFRESH
+    assert [p.refresh_token for p in store.journal.entries()] == [rotated.refresh_token]
+    assert oct(os.stat(store.journal.path).st_mode & 0o777) == "0o600"
+
+    assert AccountsStore(store.path).recover() == ["alice"]  # what a restart does
+    assert store.read().get("alice").refresh_token == rotated.refresh_token
+    assert not store.journal.path.exists()

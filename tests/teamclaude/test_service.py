@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from teamclaude import oauth
+from teamclaude.credentials import RefreshFailed
 from teamclaude.service import ConfigError, Service, load_config
 
 PROXY_KEY = "tc-service-test-key-0123456789abcdefgh"
@@ -107,3 +110,31 @@ async def test_reload_with_a_hostile_file_keeps_the_last_good_configuration(tmp_
 def test_secrets_lists_every_credential_and_the_proxy_key(tmp_path):
     service = Service(load_config(config_dir(tmp_path)))
     assert set(service.secrets()) == {PROXY_KEY, "sk-ant-api03-ci-key-secret"}
+
+
+async def test_no_account_message_calls_a_failing_token_endpoint_an_outage_and_asks_a_login_only_where_needed(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    accounts = yaml.safe_dump({"proxy_key": PROXY_KEY, "accounts": [
+        {"name": "down", "type": "oauth", "access_token": "sk-ant-oat01-a", "refresh_token": "sk-ant-ort01-a",
+         "expires_at": 1000},
+        {"name": "gone", "type": "oauth", "access_token": "sk-ant-oat01-b", "refresh_token": "sk-ant-ort01-b"},
+    ]})
+    config = config_dir(tmp_path, f"state_file: {tmp_path / 'state.json'}\n"
+                                  f"oauth_token_url: http://127.0.0.1:{closed}/v1/oauth/token\n", accounts)
+    service = Service(load_config(config))
+    oauth_delays, oauth.RETRY_DELAYS_S = oauth.RETRY_DELAYS_S, (0.0, 0.0)
+    try:
+        with pytest.raises(RefreshFailed):
+            await service.credentials.fresh("down")
+    finally:
+        oauth.RETRY_DELAYS_S = oauth_delays
+    message = service.no_account_message()
+    assert "'down' cannot refresh its token" in message and f"cannot reach 127.0.0.1:{closed}" in message
+    assert "login" not in message
+
+    service.router.mark_needs_login("gone", True)
+    message = service.no_account_message()
+    assert "'gone' need a new login: run `teamclaude login`" in message
+    assert "'down'" in message and "'down' need" not in message
