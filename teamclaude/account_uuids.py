@@ -66,7 +66,7 @@ class AccountUuids:
         try:
             return await asyncio.shield(task), None
         except oauth.OAuthError as exc:
-            return None, str(exc)
+            return None, _unknown(account.name, exc)
 
     def _lookup_finished(self, name: str, task: asyncio.Task[str]) -> None:
         if self._lookups.get(name) is task:
@@ -75,7 +75,7 @@ class AccountUuids:
             return
         error = task.exception()
         if isinstance(error, oauth.OAuthError):
-            why = f"the UUID of '{name}' is unknown ({error}); retried in {RETRY_AFTER_S:g} s"
+            why = _unknown(name, error)
             self._failed[name] = (self._clock() + RETRY_AFTER_S, why)
             logger.warning("teamclaude: %s", why)
         elif error is None:
@@ -105,3 +105,7 @@ class AccountUuids:
             logger.warning("teamclaude: could not record the UUID of '%s': %s", name, exc)
         logger.info("teamclaude: looked up the UUID of '%s'", name)
         return profile.id
+
+
+def _unknown(name: str, error: Exception) -> str:
+    return f"the UUID of '{name}' is unknown ({error}; asked again after {RETRY_AFTER_S:g} s)"
