@@ -18,7 +18,6 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from json.decoder import WHITESPACE
 from typing import Literal
 
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -27,9 +26,9 @@ _LEGACY = re.compile(r"user_[0-9a-fA-F]+_account_(?P<account>[0-9a-fA-F-]*)_sess
 
 Status = Literal["absent", "same", "rewritten", "malformed"]
 
-_DECODER = json.JSONDecoder()
-_scan_value = _DECODER.scan_once  # the C scanner: parses one value, returns (value, end)
-_scan_string = json.decoder.scanstring
+# Parses one JSON value at an offset (the C scanner) and returns (value, end).
+_parse_at = json.JSONDecoder().raw_decode
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
 class _NotJson(Exception):
@@ -109,7 +108,7 @@ def _user_id_spans(text: str) -> Iterator[tuple[int, int]]:
         for key, value_start, _ in members:
             if key == "metadata" and text[value_start] == "{":
                 spans += [(s, e) for name, s, e in _walk(text, value_start)[0] if name == "user_id"]
-    except (IndexError, StopIteration, ValueError, RecursionError):
+    except (IndexError, ValueError, RecursionError):
         raise _NotJson from None
     if _skip(text, end) != len(text):
         raise _NotJson
@@ -128,12 +127,12 @@ def _walk(text: str, start: int) -> tuple[list[tuple[str, int, int]], int]:
     while True:
         if text[at] != '"':
             raise ValueError("expected a key")
-        key, at = _scan_string(text, at + 1)
+        key, at = _parse_at(text, at)
         at = _skip(text, at)
         if text[at] != ":":
             raise ValueError("expected ':'")
         value_start = _skip(text, at + 1)
-        _, at = _scan_value(text, value_start)
+        _, at = _parse_at(text, value_start)
         members.append((key, value_start, at))
         at = _skip(text, at)
         if text[at] == "}":
@@ -144,7 +143,7 @@ def _walk(text: str, start: int) -> tuple[list[tuple[str, int, int]], int]:
 
 
 def _skip(text: str, at: int) -> int:
-    match = WHITESPACE.match(text, at)
+    match = _WHITESPACE.match(text, at)
     return match.end() if match else at
 
 
@@ -162,7 +161,7 @@ def _json_form(user_id: str, account_uuid: str) -> str | None:
     """The JSON form, spliced too: only the `account_uuid` value changes."""
     try:
         members, end = _walk(user_id, _skip(user_id, 0))
-    except (IndexError, StopIteration, ValueError, RecursionError):
+    except (IndexError, ValueError, RecursionError):
         return None
     spans = [(s, e) for key, s, e in members if key == "account_uuid"]
     if _skip(user_id, end) != len(user_id) or not spans or any(user_id[s] != '"' for s, _ in spans):

@@ -190,7 +190,7 @@ def test_preconnects_and_telemetry_never_reach_upstream_unless_passed(tmp_path):
             raw_request(proxy.url, "POST", "/api/event_logging/batch", telemetry_headers, batch)
             [passed] = fake.requests  # routed like any request, on a pooled account
             assert passed.path == "/api/event_logging/batch"
-            assert dict((k.lower(), v) for k, v in passed.headers)["authorization"] == f"Bearer {alice.access_token}"
+            assert {k.lower(): v for k, v in passed.headers}["authorization"] == f"Bearer {alice.access_token}"
     with flows_file.open("rb") as handle:
         flows = {(f.request.method, f.request.path, f.metadata["teamclaude"]["kind"], f.marked)
                  for f in FlowReader(handle).stream() if f.request.path != "/teamclaude/reload"}

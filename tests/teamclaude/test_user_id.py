@@ -6,7 +6,8 @@ import json
 import uuid
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from teamclaude.user_id import UUID, has_user_id, rewrite_account_uuid
 
