@@ -59,7 +59,8 @@ def rewrite_account_uuid(body: bytes, account_uuid: str) -> UserIdRewrite:
     if not spans:
         return UserIdRewrite(body, "absent")
     status: Status = "same"
-    pieces: list[str] = []
+    ascii_only = text.isascii()  # then character offsets are byte offsets
+    pieces: list[bytes] = []
     done = 0
     for start, end in spans:
         literal = text[start:end]
@@ -70,12 +71,14 @@ def rewrite_account_uuid(body: bytes, account_uuid: str) -> UserIdRewrite:
         if new == old:
             continue
         status = "rewritten"
-        pieces += [text[done:start], json.dumps(new, ensure_ascii=literal.isascii() and not old.isascii())]
+        if not ascii_only:
+            start, end = (len(text[:i].encode("utf-8")) for i in (start, end))
+        pieces += [body[done:start], json.dumps(new, ensure_ascii=literal.isascii() and not old.isascii()).encode("utf-8")]
         done = end
     if status != "rewritten":
         return UserIdRewrite(body, status)
-    pieces.append(text[done:])
-    return UserIdRewrite("".join(pieces).encode("utf-8"), status)
+    pieces.append(body[done:])
+    return UserIdRewrite(b"".join(pieces), status)
 
 
 def has_user_id(body: bytes) -> bool:
@@ -94,7 +97,7 @@ def _text(body: bytes) -> str | None:
     if not body or (b"user_id" not in body and b"\\u" not in body):
         return None
     try:
-        return body.decode("utf-8")  # valid UTF-8 decodes and re-encodes to the same bytes
+        return body.decode("utf-8")
     except UnicodeDecodeError:
         return None
 
