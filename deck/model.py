@@ -152,6 +152,9 @@ class Capacity:
     total: int | None = None
     soonest_reset_sec: float | None = None
     at: float | None = None
+    held: int = 0
+    held_oldest_sec: float | None = None
+    held_next_wake_sec: float | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> Capacity:
@@ -164,6 +167,9 @@ class Capacity:
             total=_opt_int(data.get("total")),
             soonest_reset_sec=_num(data.get("soonestResetSec")),
             at=_num(data.get("at")),
+            held=_int(data.get("held")),
+            held_oldest_sec=_num(data.get("heldOldestSec")),
+            held_next_wake_sec=_num(data.get("heldNextWakeSec")),
         )
 
 

@@ -14,7 +14,7 @@ from deck import fmt
 from deck.controller import Ui
 from deck.fleet import AccountGroup, Fleet, IssueRow, SessionView
 from deck.locallog import LocalLine
-from deck.model import Account, ActivityLine, State, Window
+from deck.model import Account, ActivityLine, Capacity, State, Window
 from deck.tree import Tree, tree_lines
 
 WEEK_S = 7 * 86400
@@ -91,6 +91,16 @@ def header_lines(state: State | None, fleet: Fleet | None, ui: Ui, now: float, w
     return lines
 
 
+def held_text(capacity: Capacity) -> str:
+    """`⏳ 3 held, oldest 42s, next look in 2s`: requests waiting for an account."""
+    text = f"⏳ {capacity.held} held"
+    if capacity.held_oldest_sec is not None:
+        text += f", oldest {fmt.duration(capacity.held_oldest_sec)}"
+    if capacity.held_next_wake_sec is not None:
+        text += f", next look in {fmt.duration(capacity.held_next_wake_sec)}"
+    return text
+
+
 def capacity_chip(state: State, now: float) -> Text:
     capacity = state.capacity
     style = VERDICT_STYLE.get(capacity.verdict, "dim")
@@ -105,6 +115,8 @@ def capacity_chip(state: State, now: float) -> Text:
     if capacity.soonest_reset_sec is not None:
         elapsed = now - capacity.at if capacity.at is not None else 0.0
         parts.append(f"next reset {fmt.duration(capacity.soonest_reset_sec - elapsed)}")
+    if capacity.held:
+        parts.append(held_text(capacity))
     if parts:
         chip.append("  " + " · ".join(parts))
     if state.pinned:

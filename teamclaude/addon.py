@@ -40,6 +40,7 @@ class TeamClaude:
         self._tasks: list[asyncio.Task] = []
         self._config_path: Path | None = None
         self._log: RequestLog | None = None
+        self._running = False
 
     # ----- lifecycle (kept synchronous: async lifecycle hooks break script reloads) -----
     def load(self, loader) -> None:
@@ -66,12 +67,7 @@ class TeamClaude:
             except ConfigError as exc:
                 if self.service is not None:  # a live change: mitmproxy keeps the old value
                     raise exceptions.OptionsError(f"teamclaude: {exc}") from None
-                # The script's first configure: mitmproxy would print a traceback for an
-                # exception here. One line is clearer; mitmdump exits on it at start, and
-                # until then (or after a script reload) every request gets a 503.
-                self.broken = f"the settings cannot be loaded: {exc}"
-                mitm_compat.cancel_server_setup()  # listen nowhere rather than on the default
-                logger.error("teamclaude: %s", exc)
+                self._refuse_to_start(f"the settings cannot be loaded: {exc}")
                 return
             self._config_path = path
             if self.service is None:
@@ -97,16 +93,25 @@ class TeamClaude:
                 web_without_token=mitm_compat.is_web_master() and not mitm_compat.web_api_has_token(),
             )
         except startup.ModeRefused as exc:
-            mitm_compat.cancel_server_setup()
-            raise exceptions.OptionsError(f"teamclaude: {exc}") from None
+            if self._running:
+                raise exceptions.OptionsError(f"teamclaude: {exc}") from None
+            self._refuse_to_start(str(exc))
+            return
+        self.service.mode = "reverse" if listen.reverse else "regular"
         if listen.changes(ctx.options.mode):
             ctx.options.update(mode=list(listen.modes), connection_strategy="lazy")
-        mitm_compat.restart_server_setup_in_progress()
-        self.service.mode = "reverse" if listen.reverse else "regular"
-        if not listen.reverse:
-            self.service.listen = ", ".join(listen.modes)
+            mitm_compat.restart_server_setup_in_progress()
+
+    def _refuse_to_start(self, why: str) -> None:
+        """At start: listen nowhere, answer nothing but 503s, and say why in one line
+        (mitmdump exits on it; an exception here would print a traceback)."""
+        self.broken = why
+        self.service = self.pool = None
+        mitm_compat.cancel_server_setup()
+        logger.error("teamclaude: %s", why)
 
     def running(self) -> None:
+        self._running = True
         if self.service is None:
             return
         # Everything loaded so far lives as long as the proxy: keep it out of the cyclic
@@ -120,8 +125,6 @@ class TeamClaude:
             loop.create_task(self.service.credentials.run_background(), name="teamclaude token refresher"),
         ]
         self._request_log()
-        if self.pool is not None:
-            mitm_compat.run_first_at_shutdown(self.pool.redact_in_flight)
 
     async def _note_listen_address(self) -> None:
         """Record the real port (the settings may say 0) once the server is up."""
@@ -130,9 +133,8 @@ class TeamClaude:
         for _ in range(200):
             addresses = mitm_compat.listen_addresses()
             if addresses:
-                if service.mode == "reverse":
-                    service.listen = http_url(addresses[0][0], addresses[0][1])
-                    service.changed()
+                service.listen = http_url(addresses[0][0], addresses[0][1])
+                service.changed()
                 logger.info(
                     "teamclaude: serving %s with %d accounts (%s)", service.listen,
                     len(service.accounts.accounts), service.settings.path,
@@ -141,7 +143,6 @@ class TeamClaude:
             await asyncio.sleep(0.05)
 
     def done(self) -> None:
-        mitm_compat.stop_running_first_at_shutdown()
         if self.pool is not None:
             self.pool.redact_in_flight()
         for task in self._tasks:

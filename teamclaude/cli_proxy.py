@@ -32,7 +32,7 @@ API_TIMEOUT_S = 60.0
 ANTHROPIC_VERSION = "2023-06-01"
 CAPACITY_EXIT = {"green": 0, "yellow": 10, "red": 20}
 UNREACHABLE_EXIT = 20
-START_HINT = "start it with 'mitmdump -s teamclaude_addon.py'"
+START_HINT = "start it with 'teamclaude server'"
 
 
 _ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -180,6 +180,14 @@ def capacity_line(capacity: dict[str, Any]) -> str:
     ]
     if isinstance(soonest, (int, float)):
         parts.append(f"next reset in {duration(soonest)}")
+    held = capacity.get("held")
+    if isinstance(held, int) and held > 0:
+        oldest, wake = capacity.get("heldOldestSec"), capacity.get("heldNextWakeSec")
+        waiting = f"[yellow]{held} held[/]"
+        if isinstance(oldest, (int, float)):
+            waiting += f" (oldest {duration(oldest)}"
+            waiting += f", next look in {duration(wake)})" if isinstance(wake, (int, float)) else ")"
+        parts.append(waiting)
     return " · ".join(parts)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 
@@ -25,6 +26,36 @@ class Waker:
             await asyncio.wait_for(event.wait(), max(0.0, timeout))
         except TimeoutError:
             pass
+
+
+class Holds:
+    """The requests waiting for an account now: how many, since when, when they next look."""
+
+    def __init__(self) -> None:
+        self._since: dict[int, float] = {}
+        self._wake: dict[int, float] = {}
+        self._tokens = itertools.count()
+
+    def begin(self, now: float) -> int:
+        token = next(self._tokens)
+        self._since[token] = now
+        return token
+
+    def waking_at(self, token: int, when: float) -> None:
+        self._wake[token] = when
+
+    def end(self, token: int) -> None:
+        self._since.pop(token, None)
+        self._wake.pop(token, None)
+
+    def summary(self, now: float) -> dict[str, float | int | None]:
+        """`{"count", "oldest_wait_s", "next_wake_at"}` for the status, capacity and the Deck."""
+        oldest = min(self._since.values(), default=None)
+        return {
+            "count": len(self._since),
+            "oldest_wait_s": round(now - oldest, 1) if oldest is not None else None,
+            "next_wake_at": min(self._wake.values(), default=None),
+        }
 
 
 def retry_after_seconds(free_at: float | None, now: float, ceiling: int) -> int:

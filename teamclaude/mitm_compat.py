@@ -22,8 +22,8 @@ from mitmproxy.version import VERSION
 
 logger = logging.getLogger("teamclaude")
 
-# The task mitmproxy's master starts to bring up its listeners (`Master.run`).
-SETUP_SERVERS_TASK = "setup_servers"
+# The coroutine of the task mitmproxy's master starts to bring up its listeners (`Master.run`).
+SETUP_SERVERS_CORO = "Proxyserver.setup_servers"
 
 MITMPROXY_MAJOR = int(VERSION.split(".")[0])
 
@@ -98,7 +98,8 @@ def _pending_setup_task() -> asyncio.Task | None:
     except RuntimeError:  # no running loop (mitmproxy's test context)
         return None
     for task in tasks:
-        if task.get_name().startswith(SETUP_SERVERS_TASK) and not task.done():
+        coroutine = getattr(task.get_coro(), "__qualname__", "")
+        if coroutine == SETUP_SERVERS_CORO and not task.done():
             return task
     return None
 
@@ -176,7 +177,8 @@ def has_flow_view() -> bool:
 
 
 def active_flows() -> list[http.HTTPFlow]:
-    """Flows still in flight (what mitmproxy's `Save.done` writes to a `-w` file at shutdown)."""
+    """Flows still in flight: what mitmproxy's `Save.done` writes to a `-w` file at shutdown.
+    Scripts see `done` first (`ScriptLoader` precedes `Save` among mitmproxy's addons)."""
     save = ctx.master.addons.get("save")
     active = getattr(save, "active_flows", None)
     return [flow for flow in active or () if isinstance(flow, http.HTTPFlow)]
@@ -186,36 +188,3 @@ def is_reverse(mode: ProxyMode | str) -> bool:
     spec = ProxyMode.parse(mode) if isinstance(mode, str) else mode
     return spec.type_name == "reverse"
 
-
-class _FirstAtShutdown:
-    """Runs a callback in `done` before every other addon (see `run_first_at_shutdown`)."""
-
-    name = "teamclaude-first-at-shutdown"
-
-    def __init__(self, callback) -> None:
-        self.callback = callback
-
-    def done(self) -> None:
-        self.callback()
-
-
-def run_first_at_shutdown(callback) -> None:
-    """Call `callback` at shutdown before mitmproxy's own addons see `done`.
-
-    mitmproxy's `Save.done` writes the flows still in flight to the `-w` file, and it comes
-    before any script in the addon chain: a script's own `done` is too late to take
-    credentials out of those flows. A small addon at the head of the chain is not.
-    """
-    addons = ctx.master.addons
-    stop_running_first_at_shutdown()
-    first = _FirstAtShutdown(callback)
-    addons.register(first)
-    addons.chain.insert(0, first)
-
-
-def stop_running_first_at_shutdown() -> None:
-    addons = ctx.master.addons
-    first = addons.get(_FirstAtShutdown.name)
-    if first is not None:
-        first.callback = lambda: None
-        addons.remove(first)

@@ -23,7 +23,7 @@ from teamclaude.account_uuids import AccountUuids
 from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore
 from teamclaude.activity import ActivityLog
 from teamclaude.credentials import CredentialManager
-from teamclaude.hold import Waker
+from teamclaude.hold import Holds, Waker
 from teamclaude.paths import display_path, fingerprint
 from teamclaude.settings import Settings, SettingsError, load_settings
 from teamclaude.statefile import StateWriter, read_state
@@ -107,6 +107,7 @@ class Service:
         self.config_error: str | None = None
         self.writer = StateWriter(self.settings.state_file, self.snapshot)
         self.waker = Waker()
+        self.holds = Holds()
         self.streaks = Streaks()
         self._restore_persistent()
 
@@ -158,16 +159,23 @@ class Service:
     async def hold(self, request: RequestInfo, exclude: set[str], budget_s: float) -> Decision | None:
         """Wait until an account can serve (woken by releases, headers and bench ends)."""
         deadline = self.clock() + budget_s
-        while True:
-            now = self.clock()
-            decision = self.router.select(request, now, exclude=exclude)
-            if decision is not None or now >= deadline:
-                return decision
-            timeout = min(deadline - now, self.settings.hold_poll_s)
-            next_change = self.router.next_change_at(now)
-            if next_change is not None:
-                timeout = min(timeout, next_change - now + 0.01)
-            await self.waker.wait(timeout)
+        token = self.holds.begin(self.clock())
+        self.changed()
+        try:
+            while True:
+                now = self.clock()
+                decision = self.router.select(request, now, exclude=exclude)
+                if decision is not None or now >= deadline:
+                    return decision
+                timeout = min(deadline - now, self.settings.hold_poll_s)
+                next_change = self.router.next_change_at(now)
+                if next_change is not None:
+                    timeout = min(timeout, next_change - now + 0.01)
+                self.holds.waking_at(token, now + timeout)
+                await self.waker.wait(timeout)
+        finally:
+            self.holds.end(token)
+            self.changed()
 
     def may_free_up(self, refused: set[str]) -> bool:
         """Could waiting help? True when some account not refused for this request is only
@@ -198,6 +206,7 @@ class Service:
         now = self.clock()
         engine = self.router.snapshot(now)
         tokens = {a.name: a.expires_at for a in self.accounts.accounts if a.type == "oauth"}
+        engine["capacity"] = self._with_holds(engine.get("capacity") or {}, now)
         for account in engine.get("accounts", []):
             account["token_expires_at_ms"] = tokens.get(account.get("name"))
             if account.get("name") in self.credentials.needs_login:
@@ -232,7 +241,20 @@ class Service:
         return snapshot
 
     def capacity(self) -> dict[str, Any]:
-        return self.router.capacity(self.clock())
+        now = self.clock()
+        return self._with_holds(self.router.capacity(now), now)
+
+    def _with_holds(self, capacity: dict[str, Any], now: float) -> dict[str, Any]:
+        """The engine's capacity with the requests held now; never green while any is."""
+        holds = self.holds.summary(now)
+        next_wake = holds["next_wake_at"]
+        capacity.update({
+            "held": holds["count"], "heldOldestSec": holds["oldest_wait_s"],
+            "heldNextWakeSec": round(max(0.0, next_wake - now), 1) if next_wake is not None else None,
+        })
+        if holds["count"] and capacity.get("verdict") == "green":
+            capacity["verdict"] = "yellow"
+        return capacity
 
     def switch(self, name: str | None) -> str:
         """Pin the current account for session-less requests (None = automatic)."""

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from teamclaude.fakeupstream import FakeUpstream
+from tests.e2e.cli_runner import run_cli
 from tests.e2e.harness import PROXY_KEY, call, message_body, oauth_account, proxy_status, start_proxy, write_config
 
 FAST_STREAM = {"x-fake-chunks": "4", "x-fake-chunk-interval-ms": "10"}
@@ -177,6 +178,27 @@ def test_a_held_request_is_served_the_moment_a_bench_ends(tmp_path, fake):
         thread.join(30)
         assert result["code"] == 200
         assert 1.5 <= result["took"] < 10  # woken by the bench's end, not the 30 s poll
+
+
+def test_held_requests_show_in_capacity_status_and_the_cli(tmp_path, fake):
+    proxy, cfg = proxy_for(tmp_path, fake, hold_budget_s=60, hold_poll_s=30)
+    with proxy:
+        pin(proxy, "alice")
+        fake.inject("alice", "429_retry_after", seconds=4)
+        fake.inject("bob", "429_retry_after", seconds=4)
+        thread = threading.Thread(target=call, args=(proxy.url, "POST", "/v1/messages", message_body()))
+        thread.start()
+        deadline = time.monotonic() + 10
+        while (capacity := json.loads(call(proxy.url, "GET", "/teamclaude/capacity")[2]))["held"] != 1:
+            assert time.monotonic() < deadline, capacity
+            time.sleep(0.05)
+        assert capacity["verdict"] != "green"
+        assert capacity["heldOldestSec"] >= 0 and capacity["heldNextWakeSec"] is not None
+        assert proxy_status(proxy)["capacity"]["held"] == 1
+        shown = run_cli(cfg, "status")
+        assert "1 held" in shown.stdout, shown.stdout + shown.stderr
+        thread.join(30)
+        assert json.loads(call(proxy.url, "GET", "/teamclaude/capacity")[2])["held"] == 0
 
 
 def test_reset_mid_stream_reaches_the_client_as_a_cut_and_frees_the_slot(tmp_path, fake):

@@ -102,7 +102,7 @@ def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
         ("port: true\n", "'port' must be an integer"),
         ("\n\nswitch_threshold: 1.5\n", "line 3: 'switch_threshold' must be a number above 0 and at most 1"),
         ("five_hour_warn: 0\n", "'five_hour_warn' must be a number above 0"),
-        ("hold_budget_s: 540\n", "mitmproxy 11 cuts a connection idle for 600 s"),
+        ("hold_budget_s: 541\n", "Claude Code gives up on a request after 600 s"),
         ("client_retry_after_max_s: 90\n", "Claude Code gives up"),
         ("failover: sometimes\n", "'failover' must be 'transparent' or 'client', got 'sometimes'"),
         ("telemetry: quiet\n", "'telemetry' must be one of pass, answer, drop, got 'quiet'"),
