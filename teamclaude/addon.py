@@ -258,6 +258,7 @@ class TeamClaude:
         req, service = flow.request, pool.service
         path = req.path.split("?", 1)[0]
         reverse = mitm_compat.is_reverse(flow.client_conn.proxy_mode)
+        telemetry = gate.telemetry_action(service.settings.telemetry, path)
         if gate.is_browser_request(req.headers):
             own_flows.mark(flow, own_flows.REFUSED, "refused: browser request (Origin / Sec-Fetch-Site)")
             flow.response = error_response(403, "permission_error", errors.BROWSER_REFUSED)
@@ -266,6 +267,15 @@ class TeamClaude:
         elif reverse and endpoints.is_local(path):
             own_flows.mark(flow, own_flows.LOCAL, "local endpoint")
             await self._answer_local(flow, path)
+        elif gate.is_preconnect(req.method, path):
+            own_flows.mark(flow, own_flows.LOCAL, "Claude Code's preconnect, answered locally")
+            flow.response = http.Response.make(200)
+        elif telemetry == "answer":
+            own_flows.mark(flow, own_flows.LOCAL, "telemetry answered locally (telemetry: answer)")
+            flow.response = http.Response.make(200, b"{}", errors.JSON_HEADERS)
+        elif telemetry == "drop":
+            own_flows.mark(flow, own_flows.LOCAL, "telemetry dropped: connection closed (telemetry: drop)")
+            mitm_compat.mark_killed(flow)
         elif gate.is_pass_through(req.method, path):
             own_flows.mark(flow, own_flows.PASS_THROUGH, "pass-through (client's own credentials)")
             rewrite.strip_proxy_key(req.headers, service.proxy_key)

@@ -33,6 +33,11 @@ class Attempt:
     last_account: str | None = None
     # The account whose credential is in the flow's request headers now (redacted at the end).
     rewritten_for: str | None = None
+    # A Messages body as the client sent it (decoded, after the tool-block repair): each
+    # attempt's body is made from it for that attempt's account. None: the body is not touched.
+    client_body: bytes | None = None
+    # The account whose UUID is in the body's `metadata.user_id` now.
+    user_id_for: str | None = None
 
     def choose(self, decision: Decision) -> None:
         self.decision = decision
@@ -66,6 +71,8 @@ class Attempt:
             meta["held_s"] = round(self.held_s, 3)
         if self.notes:
             meta["notes"] = list(self.notes)
+        if self.user_id_for:
+            meta["user_id_for"] = self.user_id_for
         if outcome:
             meta["outcome"] = outcome
         return meta

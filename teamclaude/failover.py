@@ -101,7 +101,7 @@ async def transparent_retry(pool: Pool, flow: http.HTTPFlow, attempt: Attempt, v
             if account is None:
                 pool.respond_no_account(flow, attempt)
                 return
-        pool.rewrite(flow, attempt, account)
+        await pool.rewrite(flow, attempt, account)
         try:
             answer = await upstream_client.send(
                 flow.request.method, flow.request.url, list(flow.request.headers.fields),

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
+from typing import Literal
 
 KEY_HEADER = "x-teamclaude-key"
 
 # Paths that carry the client's own identity: forwarded untouched, no key, no account.
 _PASS_THROUGH_EXACT = frozenset({"/v1/oauth/token"})
 _PASS_THROUGH_PREFIXES = ("/api/oauth/", "/v1/code/")
+
+# Claude Code warms its connection with a credential-less `HEAD /` (2.1.197) or
+# `HEAD /api/hello` (2.1.332): answered locally with an empty 200.
+_PRECONNECT_PATHS = frozenset({"/", "/api/hello"})
+# Claude Code's own event logging (`/api/event_logging/batch`), see the `telemetry` setting.
+TELEMETRY_PREFIX = "/api/event_logging/"
+TelemetryMode = Literal["pass", "answer", "drop"]
+TELEMETRY_MODES: tuple[TelemetryMode, ...] = ("pass", "answer", "drop")
 
 _BROWSER_HEADERS = ("origin", "sec-fetch-site")
 _KEY_HEADERS = (KEY_HEADER, "x-api-key", "authorization")
@@ -38,6 +47,17 @@ def is_pass_through(method: str, path: str) -> bool:
     if path in _PASS_THROUGH_EXACT:
         return method.upper() == "POST"
     return path.startswith(_PASS_THROUGH_PREFIXES)
+
+
+def is_preconnect(method: str, path: str) -> bool:
+    return method.upper() == "HEAD" and path in _PRECONNECT_PATHS
+
+
+def telemetry_action(mode: TelemetryMode, path: str) -> TelemetryMode | None:
+    """What to do with a request on `path` under the `telemetry` setting: None when it is not
+    telemetry; "pass" routes it like any other request, "answer" gets a local `200 {}`, and
+    "drop" closes the client's connection without an answer. Neither contacts upstream."""
+    return mode if path.startswith(TELEMETRY_PREFIX) else None
 
 
 def is_browser_request(headers: Mapping[str, str]) -> bool:

@@ -19,7 +19,7 @@ from mitmproxy.hooks import UpdateHook
 from routing.failures import Verdict, classify
 from routing.ratelimits import parse_ratelimit_headers
 from routing.request_info import read_request
-from teamclaude import errors, mitm_compat, rewrite, stored_flows
+from teamclaude import errors, mitm_compat, rewrite, stored_flows, tool_pairs, user_id
 from teamclaude.accounts_store import Account
 from teamclaude.attempt import HOLD_MARK, Attempt
 from teamclaude.credentials import NeedsLogin, OAuthError, UnknownAccount
@@ -64,11 +64,12 @@ class Pool:
         info = read_request(req.path.split("?", 1)[0], req.headers, content)
         attempt = Attempt(info, service.clock())
         self.attempts[flow.id] = attempt
+        _repair_tool_blocks(flow, attempt)
         account = await self.acquire(flow, attempt)
         if account is None:
             self.respond_no_account(flow, attempt)
             return
-        self.rewrite(flow, attempt, account)
+        await self.rewrite(flow, attempt, account)
         self._start_header_timer(flow, attempt)
 
     async def acquire(self, flow: http.HTTPFlow, attempt: Attempt) -> Account | None:
@@ -111,7 +112,10 @@ class Pool:
         finally:
             attempt.held_s += service.clock() - began
 
-    def rewrite(self, flow: http.HTTPFlow, attempt: Attempt, account: Account) -> None:
+    async def rewrite(self, flow: http.HTTPFlow, attempt: Attempt, account: Account) -> None:
+        """Put `account` into the request: its credential, and its UUID in `metadata.user_id`
+        (every attempt, failovers included)."""
+        await self._identify(flow, attempt, account)
         attempt.rewritten_for = account.name
         if account.name in self.service.credentials.unsaved:
             attempt.notes.append(f"{account.name}: new token not saved yet (disk); serving it from memory")
@@ -121,6 +125,28 @@ class Pool:
             rewrite.apply_api_key(flow.request.headers, account.api_key or "")
         self.annotate(flow, attempt)
         self.service.changed()
+
+    async def _identify(self, flow: http.HTTPFlow, attempt: Attempt, account: Account) -> None:
+        """The body for this attempt: the client's, with the account's UUID in `metadata.user_id`
+        for an OAuth account whose UUID is known (an API-key account gets the client's own)."""
+        body = attempt.client_body
+        if body is None:
+            return
+        serving = None
+        if account.type == "oauth":
+            uuid, why = await self.service.account_uuids.uuid(account)
+            if uuid is None:
+                if user_id.has_user_id(body):
+                    _note_once(attempt, f"metadata.user_id sent as the client wrote it: {why}")
+            else:
+                result = user_id.rewrite_account_uuid(body, uuid)
+                if result.status == "malformed":
+                    _note_once(attempt, "metadata.user_id has an unknown form: sent as the client wrote it")
+                elif result.status != "absent":
+                    body, serving = result.body, account.name
+        if serving != attempt.user_id_for:
+            flow.request.set_content(body)
+        attempt.user_id_for = serving
 
     def redact_sent(self, flow: http.HTTPFlow, attempt: Attempt) -> None:
         """The credential of an attempt whose request has left: out of the stored flow."""
@@ -267,6 +293,29 @@ class Pool:
                 self.redact_sent(flow, attempt)
                 attempt.notes.append("in flight at shutdown")
             stored_flows.redact_request(flow.request)
+
+
+def _repair_tool_blocks(flow: http.HTTPFlow, attempt: Attempt) -> None:
+    """Once, before the first attempt: a Messages body loses its provably unpaired tool blocks
+    (teamclaude.tool_pairs), and is kept for the per-account `metadata.user_id` rewrite."""
+    req = flow.request
+    if req.method != "POST" or not attempt.request.path.startswith("/v1/messages"):
+        return
+    try:
+        body = req.get_content(strict=True) or b""
+    except ValueError:
+        attempt.notes.append(f"request body not decodable ({req.headers.get('content-encoding')}): sent as it is")
+        return
+    repaired = tool_pairs.repair(body)
+    if repaired.body is not body:
+        req.set_content(repaired.body)
+    attempt.notes.extend(repaired.notes)
+    attempt.client_body = repaired.body
+
+
+def _note_once(attempt: Attempt, note: str) -> None:
+    if note not in attempt.notes:
+        attempt.notes.append(note)
 
 
 def usage_of_whole_body(response: http.Response):

@@ -19,6 +19,7 @@ from routing.failures import Streaks, Verdict
 from routing.types import Decision, RequestInfo
 from routing.usage import default_prices
 from teamclaude import __version__
+from teamclaude.account_uuids import AccountUuids
 from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore
 from teamclaude.activity import ActivityLog
 from teamclaude.credentials import CredentialManager
@@ -112,6 +113,7 @@ class Service:
         )
         self.credentials = CredentialManager(self.store, self.settings)
         self.credentials.reload(self.accounts)
+        self.account_uuids = AccountUuids(self.store, self.settings)
         self.activity = ActivityLog()
         self.mode = mode
         self.listen: str = self.settings.listen_url
@@ -319,6 +321,7 @@ class Service:
         if new.accounts_file != old.accounts_file:
             self.store = AccountsStore(new.accounts_file)
         self.credentials.configure(self.store, new)
+        self.account_uuids.configure(self.store, new)
         self.writer.path = new.state_file
         self.accounts = loaded.accounts
         self.router.set_accounts([a.to_spec() for a in self.accounts.accounts])

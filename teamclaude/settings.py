@@ -20,6 +20,7 @@ import yaml
 from routing.config import RoutingConfig
 from teamclaude.atomic import atomic_write
 from teamclaude import yamlsafe
+from teamclaude.gate import TELEMETRY_MODES, TelemetryMode
 from teamclaude.paths import config_path, default_state_path, display_path, http_url
 
 DEFAULT_OAUTH_TOKEN_URL = "https://platform.claude.com/v1/oauth/token"
@@ -71,6 +72,7 @@ class Settings:
     api_keys_last_resort: bool = _ROUTING.api_keys_last_resort
     log_dir: Path | None = None
     log_bodies: bool = False
+    telemetry: TelemetryMode = "pass"
     oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
     oauth_authorize_url: str = DEFAULT_OAUTH_AUTHORIZE_URL
     oauth_profile_url: str = DEFAULT_OAUTH_PROFILE_URL
@@ -281,6 +283,12 @@ def _failover(key: str, value: Any, _: Path) -> str:
     return value
 
 
+def _telemetry(key: str, value: Any, _: Path) -> str:
+    if value not in TELEMETRY_MODES:
+        raise _Invalid(f"'{key}' must be one of {', '.join(TELEMETRY_MODES)}, got {_show(value)}")
+    return value
+
+
 def _ramp_tiers(key: str, value: Any, _: Path) -> tuple[tuple[float, float], ...]:
     """`{8h: 100, 16h: 8}` -> ((8.0, 100.0), (16.0, 8.0)); hours may also be `2d` or a number."""
     if value is None or value == {}:
@@ -354,6 +362,7 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "api_keys_last_resort": _boolean,
     "log_dir": _optional_path,
     "log_bodies": _boolean,
+    "telemetry": _telemetry,
     "oauth_token_url": _url,
     "oauth_authorize_url": _url,
     "oauth_profile_url": _url,

@@ -187,4 +187,34 @@ def validate_messages_body(payload: object) -> str | None:
         return "max_tokens: Field required"
     if not isinstance(payload.get("messages"), list):
         return "messages: Field required"
+    return unpaired_tool_blocks(payload["messages"])
+
+
+def _block_ids(message: object, kind: str, field: str) -> list[str]:
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return []
+    return [b[field] for b in content if isinstance(b, dict) and b.get("type") == kind and isinstance(b.get(field), str)]
+
+
+def unpaired_tool_blocks(messages: list) -> str | None:
+    """The API's 400 for tool blocks without their partner in the adjacent message."""
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "assistant":
+            after = messages[index + 1] if index + 1 < len(messages) else None
+            answered = set(_block_ids(after, "tool_result", "tool_use_id"))
+            missing = [i for i in _block_ids(message, "tool_use", "id") if i not in answered]
+            if missing and after is not None:
+                return (f"messages.{index}: `tool_use` ids were found without `tool_result` blocks immediately "
+                        f"after: {', '.join(missing)}. Each `tool_use` block must have a corresponding "
+                        "`tool_result` block in the next message.")
+        elif role == "user":
+            before = messages[index - 1] if index > 0 else None
+            asked = set(_block_ids(before, "tool_use", "id")) if isinstance(before, dict) and before.get("role") == "assistant" else set()
+            unexpected = [i for i in _block_ids(message, "tool_result", "tool_use_id") if i not in asked]
+            if unexpected:
+                return (f"messages.{index}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                        f"{', '.join(unexpected)}. Each `tool_result` block must have a corresponding "
+                        "`tool_use` block in the previous message.")
     return None

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from teamclaude import cli_proxy
 from teamclaude import login as login_module
 from teamclaude.accounts_store import Account, AccountsDoc, AccountsStore
 from teamclaude.cli import main
@@ -273,7 +274,7 @@ def test_status_without_a_proxy_fails_with_a_hint(env: Env, capsys: pytest.Captu
                                                   unused_tcp_port: int) -> None:
     env.write_config(port=unused_tcp_port)
     code, _, err = run_cli(capsys, "status")
-    assert code == 1 and "start it with 'teamclaude server'" in err
+    assert code == 1 and cli_proxy.START_HINT in err
 
 
 def test_port_zero_uses_the_address_the_proxy_recorded(env: Env, capsys: pytest.CaptureFixture[str],

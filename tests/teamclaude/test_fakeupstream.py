@@ -839,3 +839,20 @@ def test_handler_bug_is_loud_and_contained(
     fresh = Client(fake)
     assert fresh.messages()[0] == 200
     fresh.close()
+
+
+def test_unpaired_tool_blocks_get_the_apis_400(fake: FakeUpstream, client: Client) -> None:
+    use = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {}}
+    answer = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}
+
+    def send(*messages: object) -> tuple[int, bytes]:
+        body = {"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": list(messages)}
+        status, _, payload = client.messages(data=json.dumps(body).encode())
+        return status, payload
+
+    hi = {"role": "user", "content": "hi"}
+    assert send(hi, {"role": "assistant", "content": [use]}, {"role": "user", "content": [answer]})[0] == 200
+    status, payload = send(hi, {"role": "assistant", "content": [use]}, {"role": "user", "content": "stop"})
+    assert status == 400 and "messages.1: `tool_use` ids were found without `tool_result`" in error_of(payload)["message"]
+    status, payload = send(hi, {"role": "assistant", "content": "no"}, {"role": "user", "content": [answer]})
+    assert status == 400 and "messages.2: unexpected `tool_use_id`" in error_of(payload)["message"]

@@ -41,3 +41,17 @@ def test_key_in_any_of_its_headers_matches():
     assert not gate.key_matches(headers(("x-teamclaude-key", "wrong")), KEY)
     assert not gate.key_matches(headers(("x-teamclaude-key", "")), "")
     assert gate.key_matches({"x-teamclaude-key": KEY}, KEY)
+
+
+def test_preconnects_are_credential_less_heads_of_two_paths():
+    for method, path in (("HEAD", "/"), ("head", "/api/hello")):
+        assert gate.is_preconnect(method, path)
+    for method, path in (("GET", "/"), ("HEAD", "/v1/messages"), ("POST", "/api/hello"), ("HEAD", "/api/hello/x")):
+        assert not gate.is_preconnect(method, path)
+
+
+def test_telemetry_follows_the_setting_only_on_event_logging_paths():
+    for mode in gate.TELEMETRY_MODES:
+        assert gate.telemetry_action(mode, "/api/event_logging/batch") == mode
+        assert gate.telemetry_action(mode, "/v1/messages") is None
+        assert gate.telemetry_action(mode, "/api/event_loggingx") is None

@@ -66,6 +66,7 @@ def test_values_are_converted(tmp_path: Path) -> None:
         "log_dir: logs\n"
         "accounts_file: ~/secrets/acc.yaml\n"
         "upstream: http://127.0.0.1:9999/\n"
+        "telemetry: answer\n"
     )
     settings = load_settings(write(tmp_path, text))
     assert settings.port == 4000
@@ -75,6 +76,7 @@ def test_values_are_converted(tmp_path: Path) -> None:
     assert settings.log_dir == tmp_path / "logs"
     assert settings.accounts_file == Path.home() / "secrets" / "acc.yaml"
     assert settings.upstream == "http://127.0.0.1:9999"
+    assert settings.telemetry == "answer"
 
 
 def test_routing_config_carries_every_routing_field(tmp_path: Path) -> None:
@@ -103,6 +105,8 @@ def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
         ("hold_budget_s: 541\n", "Claude Code gives up on a request after 600 s"),
         ("client_retry_after_max_s: 90\n", "Claude Code gives up"),
         ("failover: sometimes\n", "'failover' must be 'transparent' or 'client', got 'sometimes'"),
+        ("telemetry: quiet\n", "'telemetry' must be one of pass, answer, drop, got 'quiet'"),
+        ("telemetry: false\n", "'telemetry' must be one of pass, answer, drop, got false"),
         ("probe_gate: yes please\n", "'probe_gate' must be true or false"),
         ("ramp_tiers: {soon: 3}\n", "'ramp_tiers' has the bound 'soon'"),
         ("ramp_tiers: {8h: -1}\n", "'ramp_tiers' weight for '8h'"),
