@@ -14,6 +14,7 @@ from teamclaude.accounts_store import AccountsError
 from teamclaude.cli_accounts import cmd_accounts, cmd_import, cmd_login, cmd_remove
 from teamclaude.cli_common import CommandError
 from teamclaude.cli_proxy import cmd_api, cmd_capacity, cmd_env, cmd_run, cmd_status
+from teamclaude.cli_server import cmd_server
 from teamclaude.credentials import UnknownAccount
 from teamclaude.importer import ImportFailed
 from teamclaude.login import LoginError
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="teamclaude",
         description="Pool Claude accounts behind one local proxy for Claude Code.",
-        epilog="Start the proxy with 'mitmdump -s teamclaude_addon.py'. Settings: $TEAMCLAUDE_CONFIG "
+        epilog="Start the proxy with 'teamclaude server'. Settings: $TEAMCLAUDE_CONFIG "
                "or ~/.config/teamclaude/config.yaml.",
     )
     parser.add_argument("--version", action="version", version=f"teamclaude {__version__}")
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
         return sub
+
+    server = command("server", cmd_server, "run the proxy (mitmdump with the addon; teamclaude server -- MITMDUMP ARGS)")
+    server.add_argument("--web", action="store_true", help="run mitmweb instead of mitmdump (flows in a browser)")
+    server.add_argument("mitm_args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for mitmdump/mitmweb, after --")
 
     login = command("login", cmd_login, "add a Claude subscription (browser sign-in) or, with --api, an API key")
     login.add_argument("--api", action="store_true", help="store an Anthropic Console API key (asked without echo)")

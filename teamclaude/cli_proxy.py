@@ -32,7 +32,7 @@ API_TIMEOUT_S = 60.0
 ANTHROPIC_VERSION = "2023-06-01"
 CAPACITY_EXIT = {"green": 0, "yellow": 10, "red": 20}
 UNREACHABLE_EXIT = 20
-START_HINT = "start it with 'mitmdump -s teamclaude_addon.py'"
+START_HINT = "start it with 'teamclaude server'"
 
 
 _ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")

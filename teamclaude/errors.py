@@ -22,3 +22,8 @@ def missing_key_message() -> str:
 BROWSER_REFUSED = (
     "teamclaude: requests from web browsers are refused (Origin / Sec-Fetch-Site header present)."
 )
+
+FORWARD_REFUSED = (
+    "teamclaude: this proxy forwards only to its upstream (the Anthropic API); other hosts need "
+    "the proxy key (x-teamclaude-key)."
+)

@@ -44,12 +44,16 @@ class ProxyProcess:
         extra_args: Sequence[str] = (),
         *,
         tool: str = "mitmdump",
+        command: Sequence[str] | None = None,
         env: dict[str, str] | None = None,
         echo: bool = False,
     ) -> None:
-        self.args = [*mitmproxy_command(tool), "-s", str(addon_path())]
-        if config_path is not None:
-            self.args += ["--set", f"teamclaude_config={config_path}"]
+        if command is not None:
+            self.args = list(command)
+        else:
+            self.args = [*mitmproxy_command(tool), "-s", str(addon_path())]
+            if config_path is not None:
+                self.args += ["--set", f"teamclaude_config={config_path}"]
         self.args += list(extra_args)
         self.env = {**os.environ, **(env or {})}
         self.echo = echo

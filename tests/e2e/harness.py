@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,3 +116,32 @@ def proxy_status(proxy: ProxyProcess) -> dict[str, Any]:
     code, _, body = call(proxy.url, "GET", "/teamclaude/status")
     assert code == 200, body
     return json.loads(body)
+
+
+def listening_sockets(pid: int) -> set[tuple[str, int]]:
+    """The TCP sockets process `pid` listens on, as (address, port), from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            raw, port = local.split(":")
+            found.add((_proc_address(raw), int(port, 16)))
+    return found
+
+
+def _proc_address(raw: str) -> str:
+    packed = bytes.fromhex(raw)
+    # /proc prints each 32-bit word in host (little-endian) order.
+    words = b"".join(packed[i:i + 4][::-1] for i in range(0, len(packed), 4))
+    return str(ipaddress.ip_address(words))

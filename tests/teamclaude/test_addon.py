@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mitmproxy import http
+from mitmproxy.exceptions import CommandError, OptionsError
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
@@ -113,15 +114,45 @@ async def test_reload_command_picks_up_a_new_account_and_keeps_the_last_good_on_
     assert accounts.read_text() == "accounts: [[[ not yaml"  # nothing overwritten
 
 
-async def test_commands_without_a_configuration_say_so(tmp_path):
+async def test_invalid_settings_at_start_leave_every_request_a_503(tmp_path, monkeypatch):
     broken = tmp_path / "config.yaml"
     broken.write_text("prot: 1\n")
+    monkeypatch.setenv("TEAMCLAUDE_CONFIG", str(broken))
     addon = TeamClaude()
     with taddons.context(Proxyserver(), addon) as tctx:
-        tctx.configure(addon, teamclaude_config=str(broken))
+        # As at start: mitmproxy configures a freshly loaded script with every option.
+        addon.configure({"teamclaude_config"})
         assert addon.service is None
-        with pytest.raises(ValueError, match="not configured"):
+        with pytest.raises(CommandError, match="cannot serve: the settings cannot be loaded"):
             run(tctx, "teamclaude.status")
+        flow = a_flow("POST", "/v1/messages", b"{}", x_teamclaude_key=PROXY_KEY, authorization="Bearer " + CLIENT_TOKEN)
+        await tctx.cycle(addon, flow)
+        assert flow.response.status_code == 503
+        assert b"unknown key 'prot'" in flow.response.content
+
+
+async def test_an_exception_while_routing_answers_503_and_forwards_nothing(loaded, monkeypatch):
+    addon, tctx = loaded
+
+    def broken_select(*args, **kwargs):
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(addon.service.router, "select", broken_select)
+    flow = a_flow("POST", "/v1/messages", b'{"model": "claude-sonnet-4-5", "messages": []}', x_teamclaude_key=PROXY_KEY)
+    await addon.request(flow)
+    assert flow.response is not None and flow.response.status_code == 503
+    assert b"internal error while routing" in flow.response.content
+    assert PROXY_KEY not in str(flow.request.headers)
+
+
+async def test_a_failed_options_change_keeps_the_running_service(loaded, tmp_path):
+    addon, tctx = loaded
+    service = addon.service
+    broken = tmp_path / "other.yaml"
+    broken.write_text("port: [\n")
+    with pytest.raises(OptionsError, match="other.yaml"):
+        tctx.configure(addon, teamclaude_config=str(broken))
+    assert addon.service is service and addon.pool is not None
 
 
 # ---- the browser guard, on every path ----

@@ -80,7 +80,7 @@ def longest_allowed_bench(pairs: list[tuple[bytes, bytes]], status: int) -> floa
 @example(pairs=[(b"anthropic-ratelimit-unified-5h-utilization", b"nan"),
                 (b"anthropic-ratelimit-unified-5h-reset", b"1e309")], status=200)
 def test_hostile_rate_limit_headers_never_crash_and_never_overbench(addon, pairs, status):
-    addon.service = Service(load_config(addon._config_path))
+    addon.serve(Service(load_config(addon._config_path)))
     service = addon.service
 
     async def one() -> None:

@@ -1,0 +1,56 @@
+"""Flows the addon handles without an account: pass-through paths (the client's own
+credentials), local endpoints, and requests it refuses. Tagged when they arrive so their
+`response`/`error` hooks can redact what mitmproxy stores and write the request log entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mitmproxy import http
+
+from teamclaude import stored_flows
+from teamclaude.usage_tap import WireCopy
+
+PASS_THROUGH, LOCAL, REFUSED = "pass-through", "local", "refused"
+
+
+def mark(flow: http.HTTPFlow, kind: str, what: str) -> None:
+    flow.metadata["teamclaude"] = {"kind": kind, "reason": what}
+    flow.comment = f"teamclaude: {what}"
+
+
+def kind_of(flow: http.HTTPFlow) -> str | None:
+    meta = flow.metadata.get("teamclaude")
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    return kind if kind in (PASS_THROUGH, LOCAL, REFUSED) else None
+
+
+def stream_pass_through(flow: http.HTTPFlow) -> bool:
+    """Stream a pass-through answer, so its stored copy can be redacted later without
+    touching the client's bytes. True when the flow is one."""
+    if kind_of(flow) != PASS_THROUGH or flow.response is None:
+        return False
+    flow.response.stream = WireCopy()
+    return True
+
+
+def finish(flow: http.HTTPFlow, log_flow: Callable[[http.HTTPFlow, dict[str, Any]], None]) -> None:
+    """`response`/`error` of such a flow: redact what is stored, log it."""
+    meta = flow.metadata.get("teamclaude")
+    kind = kind_of(flow)
+    if kind is None or not isinstance(meta, dict):
+        return
+    stored_flows.redact_request(flow.request)
+    response = flow.response
+    if response is not None and isinstance(response.stream, WireCopy):
+        response.raw_content = response.stream.data()
+        stored_flows.redact_sent_response(flow.request, response)
+    started = flow.request.timestamp_start
+    ended = flow.error.timestamp if flow.error else (response.timestamp_end if response else None)
+    log_flow(flow, {
+        "kind": kind, "status": response.status_code if response is not None else None,
+        "duration_ms": round(((ended or started) - started) * 1000),
+        "account": None, "reason": meta.get("reason"),
+        "error": flow.error.msg if flow.error else None,
+    })

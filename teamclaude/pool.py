@@ -1,0 +1,287 @@
+"""One pooled request, from the key check to its last byte: choose an account (holding while
+none can serve), put its credentials in, watch the answer's headers, finish exactly once.
+
+The addon's hooks call in here; failover (`teamclaude.failover`) re-enters `acquire`,
+`rewrite` and `observe` for each further attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from mitmproxy import ctx, http
+from mitmproxy.hooks import UpdateHook
+
+from routing.failures import Verdict, classify
+from routing.ratelimits import parse_ratelimit_headers
+from routing.request_info import read_request
+from teamclaude import errors, mitm_compat, rewrite, stored_flows
+from teamclaude.accounts_store import Account
+from teamclaude.attempt import HOLD_MARK, Attempt
+from teamclaude.credentials import NeedsLogin, OAuthError, UnknownAccount
+from teamclaude.hold import throttled_response_parts
+from teamclaude.service import Service
+from teamclaude.usage_tap import UsageTap, usage_from_json_body
+
+logger = logging.getLogger("teamclaude")
+
+# Wire bytes of a streamed response kept so mitmweb can show it after the stream ended.
+KEEP_STREAM_BYTES = 4 * 1024 * 1024
+
+# Claude Code's HTTP client gives up on a request after 600 s (`x-stainless-timeout: 600`);
+# a held request keeps this much of that for its answer.
+CLIENT_TIMEOUT_S = 600
+ANSWER_MARGIN_S = 60
+
+
+def error_response(status: int, kind: str, message: str) -> http.Response:
+    return http.Response.make(status, errors.error_body(kind, message), errors.JSON_HEADERS)
+
+
+def hold_ceiling_s(tcp_timeout_s: float) -> float:
+    """The longest a request may be held: inside mitmproxy's idle cut and the client's own timeout."""
+    return max(0.0, min(tcp_timeout_s, CLIENT_TIMEOUT_S) - ANSWER_MARGIN_S)
+
+
+class Pool:
+    def __init__(self, service: Service, log_flow: Callable[[http.HTTPFlow, dict[str, Any]], None],
+                 keep_stream_bytes: Callable[[], int]) -> None:
+        self.service = service
+        self.attempts: dict[str, Attempt] = {}
+        self._log_flow = log_flow
+        self._keep_stream_bytes = keep_stream_bytes
+
+    # ----- request -----
+    async def start(self, flow: http.HTTPFlow) -> None:
+        """A keyed request to a pooled path: read it, choose an account, rewrite the request."""
+        req = flow.request
+        service = self.service
+        rewrite.strip_proxy_key(req.headers, service.proxy_key)  # never shown while the request waits
+        content = req.raw_content if "content-encoding" not in req.headers else req.get_content(strict=False)
+        info = read_request(req.path.split("?", 1)[0], req.headers, content)
+        attempt = Attempt(info, service.clock())
+        self.attempts[flow.id] = attempt
+        account = await self.acquire(flow, attempt)
+        if account is None:
+            self.respond_no_account(flow, attempt)
+            return
+        self.rewrite(flow, attempt, account)
+        self._start_header_timer(flow, attempt)
+
+    async def acquire(self, flow: http.HTTPFlow, attempt: Attempt) -> Account | None:
+        """Select an account for the request (holding inference while none can serve) and
+        return it with fresh credentials; None when nothing can serve within the budget."""
+        service = self.service
+        info = attempt.request
+        while True:
+            decision = service.router.select(info, service.clock(), exclude=attempt.tried)
+            budget = self.hold_budget_s() - attempt.held_s  # one budget per request
+            if decision is None and info.is_inference and budget > 0 and service.may_free_up(attempt.refused):
+                decision = await self._hold(flow, attempt, budget)
+            if decision is None:
+                attempt.decision = None
+                return None
+            attempt.choose(decision)
+            try:
+                return await service.credentials.fresh(decision.account)
+            except (OAuthError, UnknownAccount) as exc:
+                # NeedsLogin is an OAuthError; a token endpoint that is down while the token
+                # has already expired is one too: either way this account cannot serve now.
+                self.release(attempt, None)
+                if isinstance(exc, NeedsLogin):
+                    service.router.mark_needs_login(decision.account, True)
+                logger.warning("teamclaude: %s", exc)
+                attempt.fail(None, "no usable token", throttled=False)
+
+    def hold_budget_s(self) -> float:
+        return min(self.service.settings.hold_budget_s, hold_ceiling_s(mitm_compat.tcp_timeout_s()))
+
+    async def _hold(self, flow: http.HTTPFlow, attempt: Attempt, budget: float):
+        """Wait for an account to free up, the flow marked ⏳ (and shown so) meanwhile."""
+        service = self.service
+        began = service.clock()
+        flow.marked = HOLD_MARK
+        flow.comment = f"teamclaude: held, waiting for an account (up to {budget:.0f}s)"
+        _show_update(flow)
+        try:
+            return await service.hold(attempt.request, attempt.refused, budget)
+        finally:
+            attempt.held_s += service.clock() - began
+
+    def rewrite(self, flow: http.HTTPFlow, attempt: Attempt, account: Account) -> None:
+        attempt.rewritten_for = account.name
+        if account.type == "oauth":
+            rewrite.apply_oauth(flow.request.headers, account.access_token or "")
+        else:
+            rewrite.apply_api_key(flow.request.headers, account.api_key or "")
+        self.annotate(flow, attempt)
+        self.service.changed()
+
+    def redact_sent(self, flow: http.HTTPFlow, attempt: Attempt) -> None:
+        """The credential of an attempt whose request has left: out of the stored flow."""
+        if attempt.rewritten_for:
+            rewrite.redact_injected(flow.request.headers, attempt.rewritten_for)
+        stored_flows.redact_headers(flow.request.headers)
+
+    def release(self, attempt: Attempt, status: int | None, usage=None) -> None:
+        if attempt.decision is not None:
+            self.service.router.release(attempt.decision.ticket, self.service.clock(), usage, status)
+            self.service.changed()
+
+    def respond_no_account(self, flow: http.HTTPFlow, attempt: Attempt) -> None:
+        """No account can serve: 503 when there is none or waiting cannot help (needs-login,
+        disabled, refused), else the 429 of behaviour §6.4."""
+        service = self.service
+        now = service.clock()
+        if not service.accounts.accounts:
+            message = "teamclaude has no accounts: add one with `teamclaude login` or `teamclaude import`."
+            flow.response = error_response(503, "api_error", message)
+        elif not service.may_free_up(attempt.refused):
+            message = (
+                "teamclaude: no account can serve this request and none will free up by waiting "
+                "(see `teamclaude accounts`: run `teamclaude login` for accounts that need a new login)."
+            )
+            flow.response = error_response(503, "api_error", message)
+        else:
+            body, headers = throttled_response_parts(
+                len(service.accounts.accounts), service.soonest_free(now), now, attempt.held_s,
+                service.settings.client_retry_after_max_s,
+            )
+            flow.response = http.Response.make(429, body, headers)
+        attempt.notes.append("no account could serve")
+        self.finish(flow, attempt, flow.response.status_code, None, level="error")
+
+    # ----- upstream header timeout -----
+    def _start_header_timer(self, flow: http.HTTPFlow, attempt: Attempt) -> None:
+        timeout = self.service.settings.upstream_timeout_s
+        attempt.header_timer = asyncio.get_running_loop().call_later(timeout, self._header_timeout, flow, timeout)
+
+    def _header_timeout(self, flow: http.HTTPFlow, timeout: float) -> None:
+        attempt = self.attempts.get(flow.id)
+        if attempt is None or flow.response is not None:
+            return
+        attempt.notes.append(f"no response headers within {timeout:g}s")
+        mitm_compat.close_pending_server_connections(flow)
+
+    @staticmethod
+    def stop_header_timer(attempt: Attempt) -> None:
+        if attempt.header_timer is not None:
+            attempt.header_timer.cancel()
+            attempt.header_timer = None
+
+    # ----- answers -----
+    def observe(self, attempt: Attempt, status: int, headers) -> Verdict:
+        """Feed a response's headers to the engine and classify it (behaviour §4, §6)."""
+        service = self.service
+        assert attempt.decision is not None
+        now = service.clock()
+        account = attempt.decision.account
+        limits = parse_ratelimit_headers(headers)
+        service.router.observe(account, status, limits, now)
+        if limits.unknown:
+            attempt.notes.append("new rate-limit headers: " + ", ".join(limits.unknown))
+        spec = service.account(account)
+        verdict = classify(
+            status, limits, account=account, oauth=spec is not None and spec.type == "oauth",
+            model=attempt.request.model, now=now, ladder=service.settings.backoff_ladder_s,
+            streaks=service.streaks, refreshed_this_request=attempt.refreshed,
+        )
+        service.apply_verdict(account, verdict, now)
+        return verdict
+
+    def on_headers(self, flow: http.HTTPFlow, attempt: Attempt) -> None:
+        """Response headers arrived: the request has left, so its credential leaves the flow."""
+        assert flow.response is not None
+        self.stop_header_timer(attempt)
+        self.redact_sent(flow, attempt)
+        response = flow.response
+        attempt.verdict = self.observe(attempt, response.status_code, response.headers.items(multi=True))
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            attempt.tap = UsageTap(response.headers.get("content-encoding"), keep_bytes=self._keep_stream_bytes())
+            response.stream = attempt.tap
+
+    def finish(self, flow: http.HTTPFlow, attempt: Attempt, status: int | None, usage, level: str) -> None:
+        """Exactly once per pooled flow: redact, release the slot, annotate, log the activity.
+
+        Redaction and the release come first; nothing after them can undo either."""
+        self.attempts.pop(flow.id, None)
+        self.stop_header_timer(attempt)
+        self.redact_sent(flow, attempt)
+        if usage is not None and not self._usage_is_sane(usage):
+            attempt.notes.append("usage figures from upstream ignored (not finite)")
+            usage = None
+        self.release(attempt, status, usage)
+        try:
+            self._report(flow, attempt, status, usage, level)
+        except Exception:
+            logger.exception("teamclaude: internal error while finishing a request")
+
+    def _usage_is_sane(self, usage) -> bool:
+        try:
+            return math.isfinite(self.service.router.prices.cost(usage))
+        except (ArithmeticError, ValueError, TypeError):
+            return False
+
+    def _report(self, flow: http.HTTPFlow, attempt: Attempt, status: int | None, usage, level: str) -> None:
+        service = self.service
+        now = service.clock()
+        account = attempt.decision.account if attempt.decision else attempt.last_account
+        reason = attempt.decision.reason if attempt.decision else "none"
+        duration_ms = round((now - attempt.started) * 1000)
+        tokens = usage.total if usage is not None else 0
+        self.annotate(flow, attempt, {"status": status, "tokens": tokens, "duration_ms": duration_ms})
+        meta = flow.metadata["teamclaude"]
+        self._log_flow(flow, {
+            "kind": "pooled", "status": status, "duration_ms": duration_ms,
+            "account": account, "session": meta["session"], "model": meta["model"], "stream": meta["stream"],
+            "reason": meta["reason"], "detail": meta["detail"],
+            "failovers": meta.get("failed_attempts", []), "held_s": meta.get("held_s", 0.0),
+            "notes": meta.get("notes", []), "error": flow.error.msg if flow.error else None,
+            "usage": self._usage_fields(usage),
+        })
+        notes = [f"{h['account']} {h['status']} {h['reason']}" for h in attempt.history] + attempt.notes
+        service.activity.add(
+            t=now, method=flow.request.method, path=attempt.request.path, account=account,
+            session=attempt.request.session_id, model=attempt.request.model, status=status,
+            duration_ms=duration_ms, reason="failover" if attempt.history else reason,
+            level=level if not attempt.history or level != "info" else "warn", note="; ".join(notes),
+        )
+
+    def _usage_fields(self, usage) -> dict[str, Any] | None:
+        if usage is None:
+            return None
+        return {**usage.as_dict(), "model": usage.model, "cost_usd": round(self.service.router.prices.cost(usage), 6)}
+
+    @staticmethod
+    def annotate(flow: http.HTTPFlow, attempt: Attempt, outcome: dict[str, Any] | None = None) -> None:
+        flow.metadata["teamclaude"] = attempt.metadata(outcome)
+        flow.comment = attempt.comment(outcome)
+        flow.marked = attempt.mark()
+
+    def redact_in_flight(self) -> None:
+        """Shutdown: every flow still in flight loses its credential before it is saved."""
+        for flow in mitm_compat.active_flows():
+            attempt = self.attempts.get(flow.id)
+            if attempt is not None:
+                self.redact_sent(flow, attempt)
+                attempt.notes.append("in flight at shutdown")
+            stored_flows.redact_request(flow.request)
+
+
+def usage_of_whole_body(response: http.Response):
+    """Usage of a buffered response: JSON, or a whole SSE body (a transparent retry)."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        tap = UsageTap(response.headers.get("content-encoding"))
+        tap(response.raw_content or b"")
+        tap(b"")
+        return tap.usage
+    return usage_from_json_body(response.get_content(strict=False))
+
+
+def _show_update(flow: http.HTTPFlow) -> None:
+    """Tell the flow views (mitmweb, the console) that a flow in a long hook changed."""
+    ctx.master.addons.trigger(UpdateHook([flow]))
