@@ -314,7 +314,7 @@ class TeamClaude:
             if kept is not None:
                 response.raw_content = kept
         else:
-            usage = usage_of_whole_body(response) if response.status_code < 300 else None
+            usage = await usage_of_whole_body(response) if response.status_code < 300 else None
         pool.finish(flow, attempt, response.status_code, usage, level="info" if response.status_code < 400 else "warn")
 
     async def error(self, flow: http.HTTPFlow) -> None:

@@ -155,7 +155,7 @@ async def after_connection_error(pool: Pool, flow: http.HTTPFlow, attempt: Attem
     attempt.notes.append("answered by teamclaude on the client connection (mitmproxy shows the flow as killed)")
     mitm_compat.mark_killed(flow)
     if flow.id in pool.attempts:
-        usage = usage_of_whole_body(response) if response.status_code < 300 else None
+        usage = await usage_of_whole_body(response) if response.status_code < 300 else None
         pool.finish(flow, attempt, response.status_code, usage, level="warn")
 
 

@@ -18,12 +18,12 @@ from mitmproxy.hooks import UpdateHook
 
 from routing.failures import Verdict, classify
 from routing.ratelimits import parse_ratelimit_headers
-from routing.request_info import read_request
-from teamclaude import errors, mitm_compat, rewrite, stored_flows
+from teamclaude import errors, mitm_compat, own_flows, request_body, rewrite, stored_flows
 from teamclaude.accounts_store import Account
 from teamclaude.attempt import HOLD_MARK, Attempt
 from teamclaude.credentials import NeedsLogin, OAuthError, UnknownAccount
 from teamclaude.hold import throttled_response_parts
+from teamclaude.inflate import MAX_INFLATED_BODY, BodyTooLarge, UndecodableBody, inflate
 from teamclaude.service import Service
 from teamclaude.usage_tap import UsageTap, usage_from_json_body
 
@@ -61,8 +61,12 @@ class Pool:
         req = flow.request
         service = self.service
         rewrite.strip_proxy_key(req.headers, service.proxy_key)  # never shown while the request waits
-        content = req.raw_content if "content-encoding" not in req.headers else req.get_content(strict=False)
-        info = read_request(req.path.split("?", 1)[0], req.headers, content)
+        try:
+            info = await request_body.read(req.path.split("?", 1)[0], req.headers, req.raw_content)
+        except BodyTooLarge:
+            own_flows.mark(flow, own_flows.REFUSED, f"refused: body inflates past {MAX_INFLATED_BODY} bytes")
+            flow.response = http.Response.make(413, request_body.too_large_body(), errors.JSON_HEADERS)
+            return
         attempt = Attempt(info, service.clock())
         self.attempts[flow.id] = attempt
         account = await self.acquire(flow, attempt)
@@ -272,14 +276,24 @@ class Pool:
             stored_flows.redact_request(flow.request)
 
 
-def usage_of_whole_body(response: http.Response):
-    """Usage of a buffered response: JSON, or a whole SSE body (a transparent retry)."""
+async def usage_of_whole_body(response: http.Response):
+    """Usage of a buffered response: JSON, or a whole SSE body (a transparent retry); an
+    encoded body is inflated (up to `MAX_INFLATED_BODY`) in a worker thread."""
+    content_encoding = response.headers.get("content-encoding")
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        tap = UsageTap(response.headers.get("content-encoding"))
-        tap(response.raw_content or b"")
-        tap(b"")
+        tap = UsageTap(content_encoding)
+        if content_encoding:
+            await asyncio.to_thread(tap, response.raw_content or b"")
+        else:
+            tap(response.raw_content or b"")
         return tap.usage
-    return usage_from_json_body(response.get_content(strict=False))
+    if not content_encoding:
+        return usage_from_json_body(response.raw_content)
+    try:
+        body = await asyncio.to_thread(inflate, response.raw_content or b"", content_encoding, MAX_INFLATED_BODY)
+    except (BodyTooLarge, UndecodableBody):
+        return None
+    return usage_from_json_body(body)
 
 
 def _show_update(flow: http.HTTPFlow) -> None:

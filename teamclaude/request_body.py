@@ -1,0 +1,50 @@
+"""Reading a pooled request's body for routing (model, stream flag, session id) within a bound.
+
+A compressed body is inflated up to `inflate.MAX_INFLATED_BODY` in a worker thread, never on
+the event loop, and one that inflates further is refused (413, as the Messages API refuses
+bodies over 32 MB). A plain body is already in memory (mitmproxy read it): one larger than
+the bound is forwarded unread, since parsing JSON builds many times its size in objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from routing.request_info import read_request
+from routing.types import RequestInfo
+from teamclaude import errors
+from teamclaude.inflate import MAX_INFLATED_BODY, UndecodableBody, codings, inflate
+
+# Plain bodies up to this size are parsed on the event loop (a thread hop costs more than that).
+INLINE_PARSE_MAX = 256 * 1024
+
+def too_large_body() -> bytes:
+    """The 413 answer's body, shaped as the API's own `request_too_large` error."""
+    return errors.error_body(
+        "request_too_large",
+        f"teamclaude: the request body inflates to more than {MAX_INFLATED_BODY} bytes "
+        "(the Messages API accepts up to 32 MB)",
+    )
+
+
+def _read_encoded(path: str, headers: Mapping[str, str], raw: bytes, content_encoding: str) -> RequestInfo:
+    try:
+        body = inflate(raw, content_encoding, MAX_INFLATED_BODY)
+    except UndecodableBody:
+        body = None  # upstream will say what is wrong with it; routing goes without the body
+    return read_request(path, headers, body)
+
+
+async def read(path: str, headers: Mapping[str, str], raw: bytes | None) -> RequestInfo:
+    """The routing view of a request (`path` without the query). Raises `BodyTooLarge` when
+    its compressed body inflates past `MAX_INFLATED_BODY`."""
+    content_encoding = headers.get("content-encoding")
+    if raw and codings(content_encoding):
+        assert content_encoding is not None
+        return await asyncio.to_thread(_read_encoded, path, headers, raw, content_encoding)
+    if raw is not None and len(raw) > MAX_INFLATED_BODY:
+        return read_request(path, headers, None)
+    if raw is not None and len(raw) > INLINE_PARSE_MAX:
+        return await asyncio.to_thread(read_request, path, headers, raw)
+    return read_request(path, headers, raw)
