@@ -247,14 +247,24 @@ class TeamClaude:
 
     async def _route(self, flow: http.HTTPFlow, pool: Pool) -> None:
         req, service = flow.request, pool.service
-        path = req.path.split("?", 1)[0]
         reverse = mitm_compat.is_reverse(flow.client_conn.proxy_mode)
         if gate.is_browser_request(req.headers):
             own_flows.mark(flow, own_flows.REFUSED, "refused: browser request (Origin / Sec-Fetch-Site)")
             flow.response = error_response(403, "permission_error", errors.BROWSER_REFUSED)
-        elif not reverse and not _targets(flow, service.settings.upstream):
+            return
+        if not reverse and not _targets(flow, service.settings.upstream):
             self._forward_elsewhere(flow, service)
-        elif reverse and endpoints.is_local(path):
+            return
+        try:
+            target = gate.normalize_target(req.path)
+        except gate.BadPath as exc:
+            own_flows.mark(flow, own_flows.REFUSED, f"refused: {exc}")
+            flow.response = error_response(400, "invalid_request_error", f"teamclaude: {exc}")
+            return
+        if target != req.path:
+            req.path = target  # what is decided on below is what goes upstream
+        path = target.split("?", 1)[0]
+        if reverse and endpoints.is_local(path):
             own_flows.mark(flow, own_flows.LOCAL, "local endpoint")
             await self._answer_local(flow, path)
         elif gate.is_pass_through(req.method, path):
