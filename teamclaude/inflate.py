@@ -18,9 +18,30 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import brotli  # type: ignore[import-untyped]
-import zstandard
+
+# The zstd binding mitmproxy itself uses: `zstandard` (mitmproxy 11), the standard library's
+# `compression.zstd` (Python 3.14) or its backport (mitmproxy 12).
+try:
+    import zstandard
+
+    def _zstd_decompressor():
+        return zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW).decompressobj()
+
+    _ZstdError: type[Exception] = zstandard.ZstdError
+except ImportError:
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        from backports import zstd  # type: ignore[import-not-found,no-redef]
+
+    def _zstd_decompressor():
+        window_log = _ZSTD_MAX_WINDOW.bit_length() - 1
+        return zstd.ZstdDecompressor(options={zstd.DecompressionParameter.window_log_max: window_log})
+
+    _ZstdError = zstd.ZstdError
 
 # Bodies the proxy reads (requests it routes, stored bodies it redacts or logs) are inflated up
 # to this size and no further; the Messages API itself refuses requests above 32 MB.
@@ -63,7 +84,7 @@ class Inflater:
         self._coding = "gzip" if coding == "x-gzip" else "deflate" if coding == "deflateraw" else coding
         self._zlib: zlib._Decompress | None = None
         self._head = b""  # deflate: the first bytes, until zlib-wrapped or raw can be told
-        self._zstd: zstandard.ZstdDecompressionObj | None = None
+        self._zstd: Any = None  # a zstd decompressor of the binding in use
         self._brotli = brotli.Decompressor() if self._coding == "br" else None
         self._brotli_fed = False  # an empty body is a valid empty body
         self._between_members = True  # gzip: at the start or after a complete member
@@ -79,7 +100,7 @@ class Inflater:
                 yield from self._feed_stepped(data, _ZSTD_STEP, self._zstd_step)
             else:
                 yield from self._feed_stepped(data, _BROTLI_STEP, self._brotli_step)
-        except (zlib.error, zstandard.ZstdError, brotli.error) as exc:
+        except (zlib.error, _ZstdError, brotli.error) as exc:
             raise UndecodableBody(f"corrupt {self._coding} body: {exc}") from None
 
     def finish(self) -> None:
@@ -140,7 +161,7 @@ class Inflater:
         output = b""
         while data:
             if self._zstd is None:
-                self._zstd = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW).decompressobj()
+                self._zstd = _zstd_decompressor()
             output += self._zstd.decompress(data)
             if not self._zstd.eof:
                 break

@@ -4,11 +4,11 @@ import tracemalloc
 
 import brotli
 import pytest
-import zstandard
 from hypothesis import given, settings, strategies as st
 
 from routing.usage import MAX_TOKENS, default_prices
 from teamclaude.usage_tap import UsageTap, usage_from_json_body
+from tests.teamclaude.zstd_compat import zstd_compress
 
 
 def sse(name: str, data: dict, sep: str = "\n") -> bytes:
@@ -199,7 +199,7 @@ def test_corrupt_encoded_streams_pass_through_unchanged(data, cuts, content_enco
 
 
 @pytest.mark.parametrize("coding, encode", [
-    ("br", brotli.compress), ("zstd", lambda data: zstandard.ZstdCompressor().compress(data)),
+    ("br", brotli.compress), ("zstd", zstd_compress),
 ])
 def test_brotli_and_zstd_streams_are_parsed_on_the_side(coding, encode):
     data = encode(a_stream())
