@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -10,8 +11,21 @@ from typing import Any
 from routing.ratelimits import model_family
 
 
+# Most tokens one response can be counted for: a usage figure from upstream is clamped to
+# this, so no sum or cost made from it can overflow a float (a context window is ~1M tokens).
+MAX_TOKENS = 10**9
+
+
 def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    """A token count from upstream JSON: a non-negative integer (or integral float) clamped to
+    `MAX_TOKENS`; anything else (negative, NaN, infinite, a string, a bool) counts as 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            return 0
+        value = int(value)
+    return min(value, MAX_TOKENS) if value > 0 else 0
 
 
 @dataclass(frozen=True)

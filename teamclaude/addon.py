@@ -15,19 +15,19 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlsplit
 
 import mitmproxy.flow
 import mitmproxy.types
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
 
-from teamclaude import endpoints, errors, export, failover, gate, mitm_compat, own_flows, request_log, rewrite, startup
+from teamclaude import endpoints, errors, export, failover, gate, mitm_compat, own_flows, request_log, rewrite, routes, startup
 from teamclaude.accounts_store import AccountsError
 from teamclaude.fail_closed import FailClosed
 from teamclaude.paths import http_url
-from teamclaude.pool import KEEP_STREAM_BYTES, Pool, error_response, usage_of_whole_body
+from teamclaude.pool import KEEP_STREAM_BYTES, Pool, usage_of_whole_body
 from teamclaude.request_log import RequestLog
+from teamclaude.routes import Route
 from teamclaude.service import ConfigError, Service, load_config
 
 logger = logging.getLogger("teamclaude")
@@ -239,14 +239,14 @@ class TeamClaude:
         pool = self.pool
         if pool is None:
             own_flows.mark(flow, own_flows.REFUSED, "refused: teamclaude cannot route")
-            flow.response = error_response(503, "api_error", f"teamclaude cannot route: {self.broken}")
+            flow.response = errors.response(503, "api_error", f"teamclaude cannot route: {self.broken}")
             return
         try:
             await self._route(flow, pool)
         except Exception:
             # Never let a request go upstream unrewritten: it would carry the proxy key.
             logger.exception("teamclaude: internal error while routing %s", flow.request.path.split("?", 1)[0])
-            flow.response = error_response(503, "api_error", "teamclaude: internal error while routing; see the proxy log")
+            flow.response = errors.response(503, "api_error", "teamclaude: internal error while routing; see the proxy log")
             attempt = pool.attempts.get(flow.id)
             if attempt is None:
                 own_flows.mark(flow, own_flows.REFUSED, "internal error while routing")
@@ -256,34 +256,34 @@ class TeamClaude:
 
     async def _route(self, flow: http.HTTPFlow, pool: Pool) -> None:
         req, service = flow.request, pool.service
-        path = req.path.split("?", 1)[0]
         reverse = mitm_compat.is_reverse(flow.client_conn.proxy_mode)
-        telemetry = gate.telemetry_action(service.settings.telemetry, path)
-        if gate.is_browser_request(req.headers):
-            own_flows.mark(flow, own_flows.REFUSED, "refused: browser request (Origin / Sec-Fetch-Site)")
-            flow.response = error_response(403, "permission_error", errors.BROWSER_REFUSED)
-        elif not reverse and not _targets(flow, service.settings.upstream):
+        if not reverse and not gate.is_browser_request(req.headers) and not routes.targets(
+                req.scheme, req.host, req.port, service.settings.upstream):
             self._forward_elsewhere(flow, service)
-        elif reverse and endpoints.is_local(path):
-            own_flows.mark(flow, own_flows.LOCAL, "local endpoint")
-            await self._answer_local(flow, path)
-        elif gate.is_preconnect(req.method, path):
-            own_flows.mark(flow, own_flows.LOCAL, "Claude Code's preconnect, answered locally")
-            flow.response = http.Response.make(200)
-        elif telemetry == "answer":
-            own_flows.mark(flow, own_flows.LOCAL, "telemetry answered locally (telemetry: answer)")
-            flow.response = http.Response.make(200, b"{}", errors.JSON_HEADERS)
-        elif telemetry == "drop":
-            own_flows.mark(flow, own_flows.LOCAL, "telemetry dropped: connection closed (telemetry: drop)")
-            mitm_compat.mark_killed(flow)
-        elif gate.is_pass_through(req.method, path):
-            own_flows.mark(flow, own_flows.PASS_THROUGH, "pass-through (client's own credentials)")
-            rewrite.strip_proxy_key(req.headers, service.proxy_key)
-        elif not gate.key_matches(req.headers, service.proxy_key):
-            own_flows.mark(flow, own_flows.REFUSED, "refused: missing or wrong proxy key")
-            flow.response = error_response(401, "authentication_error", errors.missing_key_message())
-        else:
+            return
+        try:
+            target = gate.normalize_target(req.path)
+        except gate.BadPath as exc:
+            own_flows.mark(flow, own_flows.REFUSED, f"refused: {exc}")
+            flow.response = errors.response(400, "invalid_request_error", f"teamclaude: {exc}")
+            return
+        if target != req.path:
+            req.path = target  # what is decided on below is what goes upstream
+        path = target.split("?", 1)[0]
+        route = routes.decide(req.method, path, req.headers, reverse=reverse,
+                              telemetry=service.settings.telemetry, proxy_key=service.proxy_key)
+        if route is Route.POOLED:
             await pool.start(flow)
+            return
+        own_flows.mark(flow, own_flows.KIND[route], route.value)
+        if route is Route.LOCAL:
+            await self._answer_local(flow, path)
+        elif route is Route.PASS_THROUGH:
+            rewrite.strip_proxy_key(req.headers, service.proxy_key)
+        elif route is Route.TELEMETRY_DROP:
+            mitm_compat.mark_killed(flow)
+        else:
+            flow.response = own_flows.answer(route)
 
     @staticmethod
     def _forward_elsewhere(flow: http.HTTPFlow, service: Service) -> None:
@@ -293,13 +293,13 @@ class TeamClaude:
             rewrite.strip_proxy_key(flow.request.headers, service.proxy_key)
             return
         own_flows.mark(flow, own_flows.REFUSED, "refused: not the upstream and no proxy key")
-        flow.response = error_response(403, "permission_error", errors.FORWARD_REFUSED)
+        flow.response = errors.response(403, "permission_error", errors.FORWARD_REFUSED)
 
     async def _answer_local(self, flow: http.HTTPFlow, path: str) -> None:
         service = self.service
         assert service is not None
         if not gate.key_matches(flow.request.headers, service.proxy_key):
-            flow.response = error_response(401, "authentication_error", errors.missing_key_message())
+            flow.response = errors.response(401, "authentication_error", errors.missing_key_message())
             return
         status, document = await endpoints.answer(
             service, flow.request.method, path, flow.request.raw_content or b"", self._config_path
@@ -333,7 +333,7 @@ class TeamClaude:
             if kept is not None:
                 response.raw_content = kept
         else:
-            usage = usage_of_whole_body(response) if response.status_code < 300 else None
+            usage = await usage_of_whole_body(response) if response.status_code < 300 else None
         pool.finish(flow, attempt, response.status_code, usage, level="info" if response.status_code < 400 else "warn")
 
     async def error(self, flow: http.HTTPFlow) -> None:
@@ -353,12 +353,3 @@ class TeamClaude:
         status = flow.response.status_code if flow.response is not None else None
         attempt.notes.append(flow.error.msg if flow.error else "connection error")
         pool.finish(flow, attempt, status, usage, level="error")
-
-
-def _targets(flow: http.HTTPFlow, upstream: str) -> bool:
-    """Whether a forward-mode request really goes to the upstream: the connection's target
-    (scheme, host and port of the absolute-form URL or the CONNECT tunnel), not its Host header."""
-    wanted = urlsplit(upstream)
-    port = wanted.port or (443 if wanted.scheme == "https" else 80)
-    req = flow.request
-    return (req.scheme, req.host.lower(), req.port) == (wanted.scheme, (wanted.hostname or "").lower(), port)

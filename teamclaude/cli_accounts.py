@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from teamclaude.accounts_store import Account, AccountsStore, merge_duplicates
-from teamclaude.cli_common import relative
+from teamclaude.cli_common import CommandError, relative
 from teamclaude.credentials import UnknownAccount
 from teamclaude.importer import import_account
 from teamclaude.login import login_api_key, login_oauth
@@ -33,11 +33,22 @@ def _store(settings: Settings) -> AccountsStore:
     return AccountsStore(settings.accounts_file)
 
 
+def _read_api_key() -> str:
+    """The key typed at a hidden prompt, or the first line of piped standard input."""
+    try:
+        key = getpass.getpass("Anthropic API key (input hidden): ") if sys.stdin.isatty() else sys.stdin.readline()
+    except EOFError:
+        key = ""
+    if not key:
+        raise CommandError("no API key given: standard input ended before a line was read")
+    return key.strip()
+
+
 def cmd_login(args: argparse.Namespace, out: Console) -> int:
     settings = load_settings(create=True)
     store = _store(settings)
     if args.api:
-        key = getpass.getpass("Anthropic API key (input hidden): ")
+        key = _read_api_key()
         result = login_api_key(store, key=key, name=args.name)
         verb = "Added" if result.created else "Updated"
         out.print(f"{verb} API-key account '{result.account.name}'. {PICKED_UP}")

@@ -118,7 +118,7 @@ class Traffic:
             response.read()
             self.sent += 1
             self.errors += response.status >= 400
-        except OSError:
+        except (OSError, http.client.HTTPException):  # a stream cut when the demo stops: IncompleteRead
             self.errors += 1
         finally:
             connection.close()
@@ -142,11 +142,18 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)")
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="teamclaude demo", description=__doc__.splitlines()[0])
     parser.add_argument("--traffic", action="store_true", help="drive a few concurrent sessions so rotation is visible")
     parser.add_argument("--sessions", type=int, default=9, help="concurrent sessions with --traffic (default 9)")
-    parser.add_argument("--port", type=int, default=PREFERRED_PORT, help="proxy port (default 3456, or a free one)")
+    parser.add_argument("--port", type=_port, default=PREFERRED_PORT, help="proxy port (default 3456, or a free one)")
     parser.add_argument("--no-deck", action="store_true", help="do not show the Deck even on a terminal")
     args = parser.parse_args(argv)
 

@@ -40,7 +40,9 @@ async def answer(service: Service, method: str, path: str, body: bytes, config_p
             request = json.loads(body or b"{}")
         except (ValueError, RecursionError):
             return _error(400, "invalid_request_error", 'body must be JSON like {"account": "name"}')
-        name = request.get("account") if isinstance(request, dict) else None
+        if not isinstance(request, dict):
+            return _error(400, "invalid_request_error", 'body must be a JSON object like {"account": "name"}')
+        name = request.get("account")
         if name is not None and not isinstance(name, str):
             return _error(400, "invalid_request_error", '"account" must be a name or null')
         try:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 
+from mitmproxy import http
+
 JSON_HEADERS = {"content-type": "application/json"}
 
 
 def error_body(kind: str, message: str) -> bytes:
     """`{"type": "error", "error": {"type": kind, "message": message}}` as the API sends it."""
     return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+
+
+def response(status: int, kind: str, message: str) -> http.Response:
+    """An error answer made by the proxy, shaped as the API's own."""
+    return http.Response.make(status, error_body(kind, message), JSON_HEADERS)
 
 
 def missing_key_message() -> str:

@@ -18,7 +18,7 @@ from teamclaude import errors, mitm_compat, rewrite, upstream_client
 from teamclaude.accounts_store import Account
 from teamclaude.attempt import Attempt
 from teamclaude.credentials import NeedsLogin, OAuthError
-from teamclaude.pool import Pool, error_response, usage_of_whole_body
+from teamclaude.pool import Pool, usage_of_whole_body
 
 logger = logging.getLogger("teamclaude")
 
@@ -40,7 +40,7 @@ async def after_failed_answer(pool: Pool, flow: http.HTTPFlow, attempt: Attempt,
             await transparent_retry(pool, flow, attempt, verdict)
     except Exception:
         logger.exception("teamclaude: internal error during failover")
-        flow.response = error_response(502, "api_error", "teamclaude: internal error during failover; see the proxy log")
+        flow.response = errors.response(502, "api_error", "teamclaude: internal error during failover; see the proxy log")
 
 
 async def client_throttle(pool: Pool, flow: http.HTTPFlow, attempt: Attempt, verdict: Verdict) -> None:
@@ -109,7 +109,7 @@ async def transparent_retry(pool: Pool, flow: http.HTTPFlow, attempt: Attempt, v
             )
         except upstream_client.UpstreamError as exc:
             verdict = connection_failed(str(exc))
-            flow.response = error_response(502, "api_error", f"teamclaude: upstream connection failed: {exc}")
+            flow.response = errors.response(502, "api_error", f"teamclaude: upstream connection failed: {exc}")
             continue
         finally:
             pool.redact_sent(flow, attempt)
@@ -142,12 +142,12 @@ async def after_connection_error(pool: Pool, flow: http.HTTPFlow, attempt: Attem
     message = flow.error.msg if flow.error else "connection error"
     pool.stop_header_timer(attempt)
     pool.redact_sent(flow, attempt)
-    flow.response = error_response(502, "api_error", f"teamclaude: upstream connection failed: {message}")
+    flow.response = errors.response(502, "api_error", f"teamclaude: upstream connection failed: {message}")
     try:
         await transparent_retry(pool, flow, attempt, connection_failed(message))
     except Exception:
         logger.exception("teamclaude: internal error during failover")
-        flow.response = error_response(502, "api_error", "teamclaude: internal error during failover; see the proxy log")
+        flow.response = errors.response(502, "api_error", "teamclaude: internal error during failover; see the proxy log")
     response = flow.response
     response.headers["connection"] = "close"
     response.headers["content-length"] = str(len(response.raw_content or b""))
@@ -155,7 +155,7 @@ async def after_connection_error(pool: Pool, flow: http.HTTPFlow, attempt: Attem
     attempt.notes.append("answered by teamclaude on the client connection (mitmproxy shows the flow as killed)")
     mitm_compat.mark_killed(flow)
     if flow.id in pool.attempts:
-        usage = usage_of_whole_body(response) if response.status_code < 300 else None
+        usage = await usage_of_whole_body(response) if response.status_code < 300 else None
         pool.finish(flow, attempt, response.status_code, usage, level="warn")
 
 

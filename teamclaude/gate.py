@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+import re
+import string
+from collections.abc import Iterator, Mapping
 from typing import Literal
 
 KEY_HEADER = "x-teamclaude-key"
@@ -68,20 +70,87 @@ def is_browser_request(headers: Mapping[str, str]) -> bool:
     return values.get("sec-fetch-site", "").strip().lower() in ("cross-site", "same-site")
 
 
-def presented_keys(headers: Mapping[str, str]) -> list[str]:
-    """Every value the client may have put the proxy key in."""
-    values = header_values(headers, _KEY_HEADERS)
-    keys = [values.get(KEY_HEADER, ""), values.get("x-api-key", "")]
-    scheme, _, token = values.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        keys.append(token.strip())
-    return [key.strip() for key in keys if key.strip()]
+class BadPath(ValueError):
+    """A request path that cannot be normalized unambiguously (refused with 400)."""
+
+
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-F]{2})")
+
+
+def normalize_target(target: str) -> str:
+    """The request target (`path?query`) with its path normalized as RFC 3986 §6.2.2 says:
+    escaped unreserved characters decoded (`%2e` is `.`), other escapes upper-cased, dot
+    segments removed, empty segments (`//`) collapsed. Pass-through and pooling are decided on
+    this path, and it is the one forwarded upstream.
+
+    Raises `BadPath` for what a server might read differently: a backslash, an escaped `/` or
+    `\\`, a stray `%`, control characters or spaces, `..` above the root, no leading `/`.
+    """
+    path, separator, query = target.partition("?")
+    if not path.startswith("/") or "\\" in path or any(ord(c) < 0x21 or ord(c) == 0x7F for c in path):
+        raise BadPath("the request path is not a plain absolute path")
+
+    def unescape(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+    path = _ESCAPE.sub(unescape, path)
+    if "%2F" in path or "%5C" in path or _STRAY_PERCENT.search(path):
+        raise BadPath("the request path has an escaped slash or a stray %")
+    segments: list[str] = []
+    parts = path.split("/")[1:]
+    for part in parts:
+        if part == "..":
+            if not segments:
+                raise BadPath("the request path climbs above the root")
+            segments.pop()
+        elif part not in (".", ""):
+            segments.append(part)
+    trailing = parts[-1] in ("", ".", "..") and bool(segments)
+    return "/" + "/".join(segments) + ("/" if trailing else "") + separator + query
+
+
+def _key_in(name: str, value: str) -> str | None:
+    """The proxy key a client may have put in this header field, if the field can hold one:
+    the whole value of `x-teamclaude-key` / `x-api-key`, the token of `authorization: Bearer`
+    (any whitespace around and between, any case of the scheme)."""
+    if name in (KEY_HEADER, "x-api-key"):
+        return value.strip()
+    if name == "authorization":
+        parts = value.strip().split(None, 1)
+        if len(parts) == 2 and parts[0].lower() == "bearer":
+            return parts[1].strip()
+    return None
+
+
+def is_proxy_key(name: str, value: str, proxy_key: str) -> bool:
+    """Whether header field `name: value` carries the proxy key: the one notion of a match,
+    for accepting a request and for taking the key out of a pass-through one."""
+    key = _key_in(name.lower(), value)
+    expected = proxy_key.encode("utf-8", "surrogateescape")
+    return bool(key) and bool(expected) and hmac.compare_digest(key.encode("utf-8", "surrogateescape"), expected)
+
+
+def _key_fields(headers: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """Every field that may hold the key, one by one (repeated fields are not folded)."""
+    fields = getattr(headers, "fields", None)
+    if fields is None:
+        for name in _KEY_HEADERS:
+            value = headers.get(name)
+            if value is not None:
+                yield name, value
+        return
+    wanted = {name.encode() for name in _KEY_HEADERS}
+    for raw_name, raw_value in fields:
+        if raw_name.lower() in wanted:
+            yield raw_name.decode("latin-1").lower(), raw_value.decode("utf-8", "surrogateescape")
 
 
 def key_matches(headers: Mapping[str, str], proxy_key: str) -> bool:
-    """Constant-time comparison of every presented key against the proxy key."""
-    expected = proxy_key.encode()
+    """Whether any presented field carries the proxy key (each compared in constant time)."""
     matched = False
-    for key in presented_keys(headers):
-        matched |= hmac.compare_digest(key.encode(), expected)
-    return matched and bool(expected)
+    for name, value in _key_fields(headers):
+        matched |= is_proxy_key(name, value, proxy_key)
+    return matched

@@ -9,10 +9,28 @@ from typing import Any
 
 from mitmproxy import http
 
-from teamclaude import stored_flows
+from teamclaude import errors, stored_flows
+from teamclaude.routes import Route
 from teamclaude.usage_tap import WireCopy
 
 PASS_THROUGH, LOCAL, REFUSED = "pass-through", "local", "refused"
+
+KIND = {
+    Route.BROWSER: REFUSED, Route.NO_KEY: REFUSED, Route.LOCAL: LOCAL, Route.PRECONNECT: LOCAL,
+    Route.TELEMETRY_ANSWER: LOCAL, Route.TELEMETRY_DROP: LOCAL, Route.PASS_THROUGH: PASS_THROUGH,
+}
+
+
+def answer(route: Route) -> http.Response:
+    """The proxy's own answer for a route that needs neither an account nor the upstream."""
+    if route is Route.BROWSER:
+        return errors.response(403, "permission_error", errors.BROWSER_REFUSED)
+    if route is Route.NO_KEY:
+        return errors.response(401, "authentication_error", errors.missing_key_message())
+    if route is Route.TELEMETRY_ANSWER:
+        return http.Response.make(200, b"{}", errors.JSON_HEADERS)
+    assert route is Route.PRECONNECT, route
+    return http.Response.make(200)
 
 
 def mark(flow: http.HTTPFlow, kind: str, what: str) -> None:

@@ -18,12 +18,12 @@ from mitmproxy.hooks import UpdateHook
 
 from routing.failures import Verdict, classify
 from routing.ratelimits import parse_ratelimit_headers
-from routing.request_info import read_request
-from teamclaude import errors, mitm_compat, rewrite, stored_flows, tool_pairs, user_id
+from teamclaude import errors, mitm_compat, own_flows, request_body, rewrite, stored_flows, tool_pairs, user_id
 from teamclaude.accounts_store import Account
 from teamclaude.attempt import HOLD_MARK, Attempt
 from teamclaude.credentials import NeedsLogin, OAuthError, UnknownAccount
 from teamclaude.hold import throttled_response_parts
+from teamclaude.inflate import MAX_INFLATED_BODY, BodyTooLarge, UndecodableBody, inflate
 from teamclaude.service import Service
 from teamclaude.usage_tap import UsageTap, usage_from_json_body
 
@@ -34,10 +34,6 @@ KEEP_STREAM_BYTES = 4 * 1024 * 1024
 
 # A held request keeps a minute for its answer, inside mitmproxy's idle cut (`tcp_timeout`).
 ANSWER_MARGIN_S = 60
-
-
-def error_response(status: int, kind: str, message: str) -> http.Response:
-    return http.Response.make(status, errors.error_body(kind, message), errors.JSON_HEADERS)
 
 
 def hold_ceiling_s(tcp_timeout_s: float) -> float:
@@ -60,11 +56,15 @@ class Pool:
         req = flow.request
         service = self.service
         rewrite.strip_proxy_key(req.headers, service.proxy_key)  # never shown while the request waits
-        content = req.raw_content if "content-encoding" not in req.headers else req.get_content(strict=False)
-        info = read_request(req.path.split("?", 1)[0], req.headers, content)
-        attempt = Attempt(info, service.clock())
+        try:
+            body = await request_body.read(req.path.split("?", 1)[0], req.headers, req.raw_content)
+        except BodyTooLarge:
+            own_flows.mark(flow, own_flows.REFUSED, f"refused: body inflates past {MAX_INFLATED_BODY} bytes")
+            flow.response = http.Response.make(413, request_body.too_large_body(), errors.JSON_HEADERS)
+            return
+        attempt = Attempt(body.info, service.clock())
         self.attempts[flow.id] = attempt
-        _repair_tool_blocks(flow, attempt)
+        await _repair_tool_blocks(flow, attempt, body.content)
         account = await self.acquire(flow, attempt)
         if account is None:
             self.respond_no_account(flow, attempt)
@@ -139,7 +139,7 @@ class Pool:
                 if user_id.has_user_id(body):
                     _note_once(attempt, f"metadata.user_id sent as the client wrote it: {why}")
             else:
-                result = user_id.rewrite_account_uuid(body, uuid)
+                result = await request_body.off_loop_if_large(user_id.rewrite_account_uuid, body, uuid)
                 if result.status == "malformed":
                     _note_once(attempt, "metadata.user_id has an unknown form: sent as the client wrote it")
                 elif result.status != "absent":
@@ -166,9 +166,9 @@ class Pool:
         now = service.clock()
         if not service.accounts.accounts:
             message = "teamclaude has no accounts: add one with `teamclaude login` or `teamclaude import`."
-            flow.response = error_response(503, "api_error", message)
+            flow.response = errors.response(503, "api_error", message)
         elif not service.may_free_up(attempt.refused):
-            flow.response = error_response(503, "api_error", service.no_account_message())
+            flow.response = errors.response(503, "api_error", service.no_account_message())
         else:
             body, headers = throttled_response_parts(
                 len(service.accounts.accounts), service.soonest_free(now), now, attempt.held_s,
@@ -295,18 +295,17 @@ class Pool:
             stored_flows.redact_request(flow.request)
 
 
-def _repair_tool_blocks(flow: http.HTTPFlow, attempt: Attempt) -> None:
-    """Once, before the first attempt: a Messages body loses its provably unpaired tool blocks
-    (teamclaude.tool_pairs), and is kept for the per-account `metadata.user_id` rewrite."""
+async def _repair_tool_blocks(flow: http.HTTPFlow, attempt: Attempt, body: bytes | None) -> None:
+    """Once, before the first attempt: a Messages body (`body`, decoded) loses its provably
+    unpaired tool blocks (teamclaude.tool_pairs), and is kept for the per-account
+    `metadata.user_id` rewrite."""
     req = flow.request
     if req.method != "POST" or not attempt.request.path.startswith("/v1/messages"):
         return
-    try:
-        body = req.get_content(strict=True) or b""
-    except ValueError:
-        attempt.notes.append(f"request body not decodable ({req.headers.get('content-encoding')}): sent as it is")
+    if body is None:
+        attempt.notes.append("request body not decodable or too large to read: sent as it is")
         return
-    repaired = tool_pairs.repair(body)
+    repaired = await request_body.off_loop_if_large(tool_pairs.repair, body)
     if repaired.body is not body:
         req.set_content(repaired.body)
     attempt.notes.extend(repaired.notes)
@@ -318,14 +317,24 @@ def _note_once(attempt: Attempt, note: str) -> None:
         attempt.notes.append(note)
 
 
-def usage_of_whole_body(response: http.Response):
-    """Usage of a buffered response: JSON, or a whole SSE body (a transparent retry)."""
+async def usage_of_whole_body(response: http.Response):
+    """Usage of a buffered response: JSON, or a whole SSE body (a transparent retry); an
+    encoded body is inflated (up to `MAX_INFLATED_BODY`) in a worker thread."""
+    content_encoding = response.headers.get("content-encoding")
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        tap = UsageTap(response.headers.get("content-encoding"))
-        tap(response.raw_content or b"")
-        tap(b"")
+        tap = UsageTap(content_encoding)
+        if content_encoding:
+            await asyncio.to_thread(tap, response.raw_content or b"")
+        else:
+            tap(response.raw_content or b"")
         return tap.usage
-    return usage_from_json_body(response.get_content(strict=False))
+    if not content_encoding:
+        return usage_from_json_body(response.raw_content)
+    try:
+        body = await asyncio.to_thread(inflate, response.raw_content or b"", content_encoding, MAX_INFLATED_BODY)
+    except (BodyTooLarge, UndecodableBody):
+        return None
+    return usage_from_json_body(body)
 
 
 def _show_update(flow: http.HTTPFlow) -> None:

@@ -30,7 +30,10 @@ TOKEN_FIELDS = frozenset({
 # What the addon leaves in place of the credential it injected (`rewrite.redact_injected`).
 _ACCOUNT_MARKER = re.compile(r"<account:[^<>\s]{0,200}>")
 _ANTHROPIC_SECRET = re.compile(rb"sk-ant-[A-Za-z0-9]{1,20}-[A-Za-z0-9_\-]{4,}")
-_UNPARSABLE_TOKEN_BODY = b"<redacted: token endpoint body that is not readable JSON or a form>"
+UNREADABLE_TOKEN_BODY = b"<redacted: token endpoint body that is not readable JSON or a form>"
+# Token endpoint bodies are a few hundred bytes; a longer one is replaced whole, unparsed, so
+# redacting cannot cost more than this (a JSON parse builds many times its input in objects).
+MAX_TOKEN_BODY = 64 * 1024
 _MIN_SECRET_LENGTH = 8
 
 
@@ -62,9 +65,11 @@ def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
 def token_body(body: bytes) -> bytes:
     """A `/v1/oauth/token` request or answer with its token fields redacted.
 
-    JSON (the real endpoint) and form bodies keep their shape; anything else is replaced
-    whole, since it cannot be told apart from a token.
+    JSON (the real endpoint) and form bodies keep their shape; anything else, or anything
+    longer than `MAX_TOKEN_BODY`, is replaced whole, since it cannot be told apart from a token.
     """
+    if len(body) > MAX_TOKEN_BODY:
+        return UNREADABLE_TOKEN_BODY
     if not body.strip():
         return body
     try:
@@ -74,14 +79,14 @@ def token_body(body: bytes) -> bytes:
     try:
         return json.dumps(_redact_fields(document)).encode()
     except RecursionError:
-        return _UNPARSABLE_TOKEN_BODY
+        return UNREADABLE_TOKEN_BODY
 
 
 def _form_body(body: bytes) -> bytes:
     try:
         pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=True)
     except (UnicodeDecodeError, ValueError):
-        return _UNPARSABLE_TOKEN_BODY
+        return UNREADABLE_TOKEN_BODY
     return urlencode([(key, REDACTED if key in TOKEN_FIELDS else value) for key, value in pairs]).encode()
 
 

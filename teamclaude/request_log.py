@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from mitmproxy import http
-from mitmproxy.net import encoding
 
 from teamclaude import redact
+from teamclaude.inflate import MAX_INFLATED_BODY, BodyTooLarge, UndecodableBody, inflate
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +113,12 @@ def _message(headers: list[tuple[str, str]], body: Body | None, entry: Entry, bo
 def _body_fields(body: Body | None, entry: Entry) -> dict[str, Any]:
     if body is None:
         return {"body": None}
-    data = body.raw
-    if body.content_encoding:
-        try:
-            decoded = encoding.decode(data, body.content_encoding)
-        except ValueError:
-            decoded = data
-        data = decoded if isinstance(decoded, bytes) else data
+    try:
+        data = inflate(body.raw, body.content_encoding, MAX_INFLATED_BODY)
+    except BodyTooLarge:
+        return {"body": None, "body_omitted": f"inflates past {MAX_INFLATED_BODY} bytes"}
+    except UndecodableBody:
+        data = body.raw
     if entry.token_endpoint:
         data = redact.token_body(data)
     data = redact.scrub(data, entry.secrets)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from teamclaude.gate import KEY_HEADER
+from teamclaude.gate import KEY_HEADER, is_proxy_key
 
 OAUTH_BETA = "oauth-2025-04-20"
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", KEY_HEADER)
@@ -70,15 +70,13 @@ def _replace_credentials(headers: HeaderFields, name: bytes, value: str, betas) 
 
 def strip_proxy_key(headers: HeaderFields, proxy_key: str) -> None:
     """For pass-through paths: drop `x-teamclaude-key`, and `authorization` / `x-api-key` when
-    they carry the proxy key (`ANTHROPIC_AUTH_TOKEN=<key>`), keeping the client's own tokens."""
-    key = _encode(proxy_key)
-    proxy_values = {b"authorization": (b"bearer " + key).lower(), b"x-api-key": key.lower()}
+    they carry the proxy key (`gate.is_proxy_key`, the test that accepts it), keeping the
+    client's own tokens."""
+    key_header = KEY_HEADER.encode()
     headers.fields = tuple(
         field for field in headers.fields
-        if not (
-            field[0].lower() == KEY_HEADER.encode()
-            or (field[0].lower() in proxy_values and field[1].strip().lower() == proxy_values[field[0].lower()])
-        )
+        if field[0].lower() != key_header
+        and not is_proxy_key(field[0].decode("latin-1"), field[1].decode("utf-8", "surrogateescape"), proxy_key)
     )
 
 

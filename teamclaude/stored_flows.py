@@ -13,6 +13,10 @@ from collections.abc import Iterable
 from mitmproxy import http
 
 from teamclaude import redact
+from teamclaude.inflate import MAX_INFLATED_BODY, BodyTooLarge, UndecodableBody, inflate
+
+_TOO_LARGE = b"<removed: body inflates past %d bytes>"
+
 
 def is_token_endpoint(request: http.Request) -> bool:
     return request.path.split("?", 1)[0] == redact.TOKEN_PATH
@@ -25,11 +29,24 @@ def redact_headers(headers: http.Headers) -> None:
             headers.set_all(name, [redact.header_value(name, value) for value in headers.get_all(name)])
 
 
+def _replace_body(message: http.Message, data: bytes) -> None:
+    """The stored body replaced by `data`, stored without a content coding."""
+    message.headers.pop("content-encoding", None)
+    message.raw_content = data
+
+
 def redact_token_body(message: http.Message) -> None:
-    """The token fields of a `/v1/oauth/token` body replaced, keeping its encoding."""
-    content = message.get_content(strict=False)
-    if content:
-        message.content = redact.token_body(content)
+    """The token fields of a `/v1/oauth/token` body replaced, keeping its encoding; a body
+    that does not inflate within `redact.MAX_TOKEN_BODY` is replaced whole, unread."""
+    raw = message.raw_content
+    if not raw:
+        return
+    try:
+        content = inflate(raw, message.headers.get("content-encoding"), redact.MAX_TOKEN_BODY)
+    except (BodyTooLarge, UndecodableBody):
+        _replace_body(message, redact.UNREADABLE_TOKEN_BODY)
+        return
+    message.content = redact.token_body(content)
 
 
 def redact_request(request: http.Request) -> None:
@@ -47,13 +64,25 @@ def redact_sent_response(request: http.Request, response: http.Response) -> None
 
 
 def scrub_message(message: http.Message, secrets: Iterable[str]) -> None:
-    """Headers and body with every credential and secret-looking value replaced (exports)."""
+    """Headers and body with every credential and secret-looking value replaced (exports).
+    A body that inflates past `MAX_INFLATED_BODY` is replaced by a note."""
     known = list(secrets)
     redact_headers(message.headers)
     for name in {n.lower() for n in message.headers}:
         message.headers.set_all(name, [redact.scrub_text(v, known) for v in message.headers.get_all(name)])
-    content = message.get_content(strict=False)
-    if content:
-        scrubbed = redact.scrub(content, known)
-        if scrubbed != content:
-            message.content = scrubbed
+    raw = message.raw_content
+    if not raw:
+        return
+    try:
+        content = inflate(raw, message.headers.get("content-encoding"), MAX_INFLATED_BODY)
+    except BodyTooLarge:
+        _replace_body(message, _TOO_LARGE % MAX_INFLATED_BODY)
+        return
+    except UndecodableBody:
+        scrubbed = redact.scrub(raw, known)  # kept as it is stored
+        if scrubbed != raw:
+            message.raw_content = scrubbed
+        return
+    scrubbed = redact.scrub(content, known)
+    if scrubbed != content:
+        message.content = scrubbed

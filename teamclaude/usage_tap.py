@@ -9,28 +9,16 @@ side buffer used only for parsing (SPEC §8.1).
 from __future__ import annotations
 
 import json
-import zlib
-from collections.abc import Callable
 
 from routing.usage import Usage
+from teamclaude.inflate import ENCODINGS, Inflater, UndecodableBody, codings
 
 _SEPARATORS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 # An event larger than this without a separator is not SSE we understand: stop parsing.
 _MAX_PENDING = 4 * 1024 * 1024
-
-
-def _identity(data: bytes) -> bytes:
-    return data
-
-
-def _decoder_for(content_encoding: str | None) -> Callable[[bytes], bytes] | None:
-    """Incremental decoder for the parse side; None when the encoding cannot be parsed."""
-    encoding = (content_encoding or "").strip().lower()
-    if encoding in ("", "identity"):
-        return _identity
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        return zlib.decompressobj(wbits=47).decompress  # 47: auto-detect gzip or zlib header
-    return None
+# Decoded bytes parsed per stream: a real answer is a few MB; past this (a compressed bomb
+# from upstream) the tap only passes bytes through.
+_MAX_PARSED = 256 * 1024 * 1024
 
 
 # Bytes of a streamed pass-through answer kept so the stored flow can show it.
@@ -73,7 +61,11 @@ class UsageTap:
         content_encoding: str | None = None,
         keep_bytes: int = 0,
     ) -> None:
-        self._decode = _decoder_for(content_encoding)
+        applied = codings(content_encoding)
+        # Parsed when plain or in one coding `inflate` knows; decoded in bounded pieces.
+        self._parsing = len(applied) <= 1 and all(coding in ENCODINGS for coding in applied)
+        self._inflater = Inflater(applied[0]) if applied and self._parsing else None
+        self._parsed = 0
         self._pending = bytearray()
         self.copy = WireCopy(keep_bytes)
         self.usage = Usage()
@@ -83,22 +75,35 @@ class UsageTap:
     def __call__(self, chunk: bytes) -> bytes:
         if chunk:
             self.copy(chunk)
-            if self._decode is _identity:
+            if self._parsing and self._inflater is None:
                 self._feed(chunk)
-            elif self._decode is not None:
+            elif self._parsing and self._inflater is not None:
                 try:
-                    self._feed(self._decode(chunk))
-                except zlib.error:
-                    self._decode = None
+                    for piece in self._inflater.feed(chunk):
+                        self._feed(piece)
+                        if not self._parsing:
+                            break
+                except UndecodableBody:
+                    self._parsing = False
         return chunk
 
     def _feed(self, data: bytes) -> None:
-        if not data:
+        self._parsed += len(data)
+        if self._parsed > _MAX_PARSED:
+            self._stop()
             return
         if not self._pending and data.endswith(b"\n\n") and data[-3:-2] != b"\n" and b"\r" not in data:
             self._feed_whole_events(data)
             return
         self._pending += data
+        if b"\r" not in self._pending:
+            # Only `\n\n` framing: cut every complete event at once (a piece may hold thousands).
+            *events, rest = bytes(self._pending).split(b"\n\n")
+            self._pending = bytearray(rest)
+            self.events += len(events)
+            for event in events:
+                if _interesting(event):
+                    self._handle(event)
         while True:
             cut, sep_len = _first_separator(self._pending)
             if cut < 0:
@@ -109,8 +114,11 @@ class UsageTap:
             if _interesting(event):
                 self._handle(event)
         if len(self._pending) > _MAX_PENDING:
-            self._pending.clear()
-            self._decode = None
+            self._stop()
+
+    def _stop(self) -> None:
+        self._parsing = False
+        self._pending = bytearray()
 
     def _feed_whole_events(self, data: bytes) -> None:
         """The usual read: one or more complete `\\n\\n`-framed events and nothing pending.

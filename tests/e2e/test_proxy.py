@@ -171,6 +171,27 @@ def test_pass_through_paths_keep_the_clients_identity_and_drop_the_proxy_key(tmp
     assert not [r for r in fake.requests if PROXY_KEY in json.dumps(r.headers)]
 
 
+def test_paths_are_decided_normalized_and_forwarded_as_decided(tmp_path, fake):
+    """Dot segments (also escaped), `//` and backslashes cannot turn a pooled path into a
+    pass-through one; every Bearer form accepted as the key is also stripped (issue 12, 11)."""
+    cfg = write_config(tmp_path, fake.url, [fake.account("alice")])
+    with start_proxy(cfg) as proxy:
+        for path in ("/api/oauth/../../v1/messages", "/api/oauth/%2e%2e/%2E%2e/v1/messages",
+                     "/v1/code/../messages", "//v1/messages"):
+            assert call(proxy.url, "POST", path, message_body(), key=None)[0] == 401, path
+        for path in ("/api/oauth\\..\\..\\v1/messages", "/api/oauth/..%2f..%2fv1/messages", "/../v1/messages"):
+            status, _, body = call(proxy.url, "POST", path, message_body(), key=None)
+            assert status == 400 and json.loads(body)["error"]["type"] == "invalid_request_error", path
+        assert call(proxy.url, "POST", "/v1/code/../messages", message_body())[0] == 200
+        for value in (f"Bearer  {PROXY_KEY}", f"Bearer\t{PROXY_KEY}", f"bearer {PROXY_KEY} "):
+            call(proxy.url, "GET", "/api/oauth/profile", headers={"authorization": value}, key=None)
+        for body in (b'"a"', b"[]", b"null"):
+            assert call(proxy.url, "POST", "/teamclaude/switch", body)[0] == 400
+    assert [r.path for r in fake.requests if "messages" in r.path] == ["/v1/messages"]
+    assert len([r for r in fake.requests if r.path == "/api/oauth/profile"]) == 3
+    assert not [r for r in fake.requests if PROXY_KEY in json.dumps(r.headers)]
+
+
 def test_saved_flows_hold_no_secret(tmp_path, fake):
     alice = fake.account("alice")
     cfg = write_config(tmp_path, fake.url, [alice])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -323,6 +324,8 @@ def test_login_api_reads_the_key_without_echo(env: Env, capsys: pytest.CaptureFi
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     prompts: list[str] = []
     monkeypatch.setattr("getpass.getpass", lambda prompt: prompts.append(prompt) or "sk-ant-api03-secret")
+    monkeypatch.setattr("sys.stdin", io.StringIO())  # a terminal: the hidden prompt, not a piped line
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     code, out, _ = run_cli(capsys, "login", "--api", "--name", "ci")
     assert code == 0 and "Added API-key account 'ci'" in out and "sk-ant" not in out
     assert prompts == ["Anthropic API key (input hidden): "]
@@ -412,3 +415,11 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "capacity" in out and "login" in out
     code, out, _ = run_cli(capsys, "help", "capacity")
     assert code == 0 and "--json" in out
+
+
+def test_login_api_reads_a_piped_key(env: Env, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("sk-ant-api03-piped-secret\n"))
+    code, out, _ = run_cli(capsys, "login", "--api", "--name", "ci")
+    assert code == 0 and "sk-ant" not in out
+    assert env.store.read().get("ci").api_key == "sk-ant-api03-piped-secret"

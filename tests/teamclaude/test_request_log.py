@@ -18,6 +18,7 @@ from mitmproxy import http
 from mitmproxy.test import tflow
 
 from teamclaude import request_log
+from teamclaude.inflate import MAX_INFLATED_BODY
 from teamclaude.request_log import RequestLog, entry_for, file_name, prune, render, written_at
 
 ACCESS = "sk-ant-oat01-alice-access-secret"
@@ -225,3 +226,13 @@ def test_falling_behind_drops_records_and_says_so_once(tmp_path, caplog):
     assert len([r for r in caplog.records if "falling behind" in r.getMessage()]) == 1
     log.flush_sync()
     assert log.written == 2
+
+
+def test_a_body_inflating_past_the_bound_is_omitted_not_inflated():
+    bomb = gzip.compress(b"\0" * (MAX_INFLATED_BODY + 1))
+    flow = a_flow(request_body=b"")
+    flow.request.headers["content-encoding"] = "gzip"
+    flow.request.raw_content = bomb
+    document = record(flow, bodies=True)
+    assert document["request"]["body"] is None
+    assert document["request"]["body_omitted"] == f"inflates past {MAX_INFLATED_BODY} bytes"

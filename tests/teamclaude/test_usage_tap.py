@@ -1,9 +1,14 @@
 import gzip
 import json
+import tracemalloc
 
+import brotli
+import pytest
 from hypothesis import given, settings, strategies as st
 
+from routing.usage import MAX_TOKENS, default_prices
 from teamclaude.usage_tap import UsageTap, usage_from_json_body
+from tests.teamclaude.zstd_compat import zstd_compress
 
 
 def sse(name: str, data: dict, sep: str = "\n") -> bytes:
@@ -68,7 +73,7 @@ def test_gzip_encoded_stream_is_parsed_on_the_side():
 
 
 def test_unknown_encoding_passes_through_without_usage():
-    tap = UsageTap(content_encoding="br")
+    tap = UsageTap(content_encoding="compress")
     data = a_stream()
     assert feed(tap, data, [10]) == data
     assert tap.usage.burn == 0
@@ -191,3 +196,53 @@ def test_hostile_sse_passes_through_unchanged_and_usage_stays_sane(events, cuts,
 def test_corrupt_encoded_streams_pass_through_unchanged(data, cuts, content_encoding):
     tap = UsageTap(content_encoding, keep_bytes=1 << 20)
     assert feed(tap, gzip.compress(a_stream())[:20] + data, cuts) == gzip.compress(a_stream())[:20] + data
+
+
+@pytest.mark.parametrize("coding, encode", [
+    ("br", brotli.compress), ("zstd", zstd_compress),
+])
+def test_brotli_and_zstd_streams_are_parsed_on_the_side(coding, encode):
+    data = encode(a_stream())
+    tap = UsageTap(content_encoding=coding)
+    assert feed(tap, data, [3, 40]) == data
+    assert tap.usage.output_tokens == 57 and tap.usage.input_tokens == 120
+
+
+def test_a_compressed_bomb_in_one_read_does_not_grow_memory():
+    """1 MiB of gzip that inflates to 1 GiB of event data without a separator."""
+    head = a_stream().split(b"event: message_delta")[0]
+    data = gzip.compress(head + b"data: " + b"x" * (1024 * 1024 * 1024))
+    tap = UsageTap(content_encoding="gzip")
+    tracemalloc.start()
+    try:
+        assert tap(data) is data
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024
+    assert tap.usage.input_tokens == 120  # what came before the bomb still counts
+
+
+def test_a_bomb_of_tiny_events_stops_parsing_after_a_bound():
+    data = gzip.compress(b"data: {}\n\n" * (40 * 1024 * 1024))  # 400 MiB of events
+    tap = UsageTap(content_encoding="gzip")
+    assert feed(tap, data, list(range(0, len(data), 65536))) == data
+    assert tap.events < 40 * 1024 * 1024  # gave up parsing part way
+
+
+@pytest.mark.parametrize("value", ["1" + "0" * 400, "1e400", "-5", "NaN", "Infinity", '"12"', "1.5", "true"])
+def test_hostile_usage_numbers_are_clamped_and_cost_stays_finite(value):
+    delta = b'event: message_delta\ndata: {"type": "message_delta", "usage": {"output_tokens": %s}}\n\n' % value.encode()
+    tap = UsageTap()
+    feed(tap, a_stream().split(b"event: message_delta")[0] + delta, [])
+    assert 0 <= tap.usage.output_tokens <= MAX_TOKENS
+    body = b'{"model": "claude-opus-4", "usage": {"input_tokens": %s, "output_tokens": %s}}' % (value.encode(), value.encode())
+    usage = usage_from_json_body(body)
+    assert usage is not None and 0 <= usage.input_tokens <= MAX_TOKENS
+    cost = default_prices().cost(usage + usage + tap.usage)
+    assert cost >= 0 and cost == cost and cost < float("inf")
+
+
+def test_a_huge_count_is_clamped_not_dropped():
+    usage = usage_from_json_body(b'{"usage": {"output_tokens": 1' + b"0" * 400 + b"}}")
+    assert usage is not None and usage.output_tokens == MAX_TOKENS
