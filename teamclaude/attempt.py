@@ -33,6 +33,8 @@ class Attempt:
     last_account: str | None = None
     # The account whose credential is in the flow's request headers now (redacted at the end).
     rewritten_for: str | None = None
+    # With `pool_headers`: the unified rate-limit headers the serving account sent.
+    account_ratelimit: dict[str, str] | None = None
 
     def choose(self, decision: Decision) -> None:
         self.decision = decision
@@ -66,6 +68,8 @@ class Attempt:
             meta["held_s"] = round(self.held_s, 3)
         if self.notes:
             meta["notes"] = list(self.notes)
+        if self.account_ratelimit:
+            meta["account_ratelimit"] = dict(self.account_ratelimit)
         if outcome:
             meta["outcome"] = outcome
         return meta

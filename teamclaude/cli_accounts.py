@@ -42,7 +42,9 @@ def cmd_login(args: argparse.Namespace, out: Console) -> int:
         out.print(f"{verb} API-key account '{result.account.name}'. {PICKED_UP}")
         return 0
     read_line = (lambda: input("code> ")) if sys.stdin.isatty() else None
-    result = login_oauth(store, settings, name=args.name, read_line=read_line, out=lambda line: out.print(line, highlight=False))
+    # soft_wrap: a link must stay one line whatever the terminal width, or copying it breaks.
+    result = login_oauth(store, settings, name=args.name, read_line=read_line,
+                         out=lambda line: out.print(line, highlight=False, soft_wrap=True))
     account = result.account
     who = account.email or "the account"
     plan = f" ({account.plan})" if account.plan else ""

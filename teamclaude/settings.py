@@ -71,6 +71,7 @@ class Settings:
     api_keys_last_resort: bool = _ROUTING.api_keys_last_resort
     log_dir: Path | None = None
     log_bodies: bool = False
+    pool_headers: bool = False
     oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
     oauth_authorize_url: str = DEFAULT_OAUTH_AUTHORIZE_URL
     oauth_profile_url: str = DEFAULT_OAUTH_PROFILE_URL
@@ -354,6 +355,7 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "api_keys_last_resort": _boolean,
     "log_dir": _optional_path,
     "log_bodies": _boolean,
+    "pool_headers": _boolean,
     "oauth_token_url": _url,
     "oauth_authorize_url": _url,
     "oauth_profile_url": _url,

@@ -273,7 +273,7 @@ def test_status_without_a_proxy_fails_with_a_hint(env: Env, capsys: pytest.Captu
                                                   unused_tcp_port: int) -> None:
     env.write_config(port=unused_tcp_port)
     code, _, err = run_cli(capsys, "status")
-    assert code == 1 and "start it with 'mitmdump -s teamclaude_addon.py'" in err
+    assert code == 1 and "start it with 'teamclaude server'" in err
 
 
 def test_port_zero_uses_the_address_the_proxy_recorded(env: Env, capsys: pytest.CaptureFixture[str],
