@@ -5,9 +5,11 @@ Every function returns whole lines (never wrapping), so the layout can count the
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.text import Text
 
 from deck import fmt
@@ -40,12 +42,25 @@ ISSUE_STATUS_STYLE = {
 LEVEL_STYLE = {"warn": "yellow", "error": "bold red"}
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
 def cut(text: Text, width: int) -> Text:
-    """The line truncated with an ellipsis to `width` cells, never wrapped."""
+    """The line truncated with an ellipsis to `width` cells, never wrapped. A URL that does
+    not fit whole is left out rather than cut mid-word (a cut link misleads)."""
     line = text.copy()
     line.no_wrap = True
     line.overflow = "ellipsis"
-    line.truncate(max(1, width), overflow="ellipsis")
+    width = max(1, width)
+    if line.cell_len > width:
+        for match in _URL.finditer(line.plain):
+            start = cell_len(line.plain[:match.start()])
+            if start < width <= start + cell_len(match.group()):
+                line.truncate(start, overflow="crop")
+                line.rstrip()
+                line.append("…")
+                break
+    line.truncate(width, overflow="ellipsis")
     return line
 
 
@@ -86,7 +101,7 @@ def header_lines(state: State | None, fleet: Fleet | None, ui: Ui, now: float, w
         title.append("  bell on", style="dim")
     lines = [cut(title, width)]
     if state is not None:
-        lines.append(cut(capacity_chip(state, now), width))
+        lines.append(cut(capacity_chip(state, now, width), width))
     lines += [cut(Text(f"⚠ {warning}", style="bold red"), width) for warning in warnings]
     return lines
 
@@ -101,7 +116,13 @@ def held_text(capacity: Capacity) -> str:
     return text
 
 
-def capacity_chip(state: State, now: float) -> Text:
+def append_whole(line: Text, part: str, width: int, style: str = "") -> None:
+    """Append `part` only if all of it fits in `width`: a URL or a name is never cut."""
+    if line.cell_len + len(part) <= width:
+        line.append(part, style=style)
+
+
+def capacity_chip(state: State, now: float, width: int = 10_000) -> Text:
     capacity = state.capacity
     style = VERDICT_STYLE.get(capacity.verdict, "dim")
     chip = Text("● ", style=style) + Text(capacity.verdict.upper(), style=style)
@@ -120,9 +141,9 @@ def capacity_chip(state: State, now: float) -> Text:
     if parts:
         chip.append("  " + " · ".join(parts))
     if state.pinned:
-        chip.append(f"  pinned → {fmt.short_account(state.pinned)}", style="cyan")
+        append_whole(chip, f"  pinned → {fmt.short_account(state.pinned)}", width, style="cyan")
     if state.proxy.listen:
-        chip.append(f"  {state.proxy.listen}", style="dim")
+        append_whole(chip, f"  {state.proxy.listen}", width, style="dim")
     return chip
 
 
@@ -399,6 +420,8 @@ def modal_lines(ui: Ui, width: int, room: int) -> list[Text]:
     """The selection list or prompt of the current mode, at most `room` lines."""
     if ui.mode == "normal" or room <= 0:
         return []
+    if ui.mode == "legend":
+        return legend_lines(width, room)
     if ui.mode == "confirm-remove":
         prompt = Text(f"Remove {ui.target} from the accounts file? ", style="bold yellow")
         return [cut(prompt + Text("y / n", style="bold"), width)]
@@ -418,6 +441,26 @@ def modal_lines(ui: Ui, width: int, room: int) -> list[Text]:
     return lines
 
 
+# What the Deck's numbers and signs mean (the `?` key), one line each.
+LEGEND = (
+    ("headroom N", "sessions the pool can still take: 3 per live account − warm sessions"),
+    ("", "(negative: more warm sessions than that; new ones may have to wait)"),
+    ("live a/b", "accounts that can serve now / all accounts"),
+    ("live ~ ⚙", "active session: ~ a request in flight, ⚙ a tool running; idle: quiet"),
+    ("◆ · Σ", "tree: ◆ a lead with workers or agents, · a worker, Σ its subtree's tokens"),
+    ("⤷ bg", "⤷ a subagent (from traffic), bg a background session (claude --bg)"),
+    ("↑ ↓ →", "7-day pace: ↑ behind its line (wants work), ↓ ahead, → on the line"),
+    ("↻ ⚑", "↻ time to a window's reset; ⚑ the pinned issue needs you"),
+)
+
+
+def legend_lines(width: int, room: int) -> list[Text]:
+    lines = [cut(Text("Legend (any key closes)", style="bold reverse"), width)]
+    for key, meaning in LEGEND:
+        lines.append(cut(cell(key, 11, style="bold") + Text(" " + meaning), width))
+    return lines[:max(0, room)]
+
+
 def footer_line(ui: Ui, width: int) -> Text:
     if ui.mode in ("switch", "remove", "add"):
         hint = "j/k ↑/↓ move · Enter choose · Esc cancel"
@@ -425,8 +468,22 @@ def footer_line(ui: Ui, width: int) -> Text:
         hint = "Enter continue · Esc cancel"
     elif ui.mode == "confirm-remove":
         hint = "y remove · n / Esc keep"
+    elif ui.mode == "legend":
+        hint = "any key closes the legend · q quit"
     else:
-        bell = "on" if ui.bell else "off"
-        issues = "collapse" if ui.issues_expanded else "expand"
-        hint = f"s switch · a add · r remove · R reload · b bell ({bell}) · i issues ({issues}) · q quit"
+        hint = _normal_footer(ui, width)
     return cut(Text(hint, style="dim"), width)
+
+
+def _normal_footer(ui: Ui, width: int) -> str:
+    """The keys, shorter as the terminal narrows; `q quit` and `? legend` always in sight."""
+    bell = "on" if ui.bell else "off"
+    issues = "collapse" if ui.issues_expanded else "expand"
+    for hint in (
+        f"s switch · a add · r remove · R reload · b bell ({bell}) · i issues ({issues}) · ? legend · q quit",
+        "s switch · a add · r remove · R reload · b bell · i issues · ? legend · q quit",
+        "keys: s a r R b i · ? legend · q quit",
+    ):
+        if len(hint) <= width:
+            return hint
+    return "? legend · q quit"

@@ -50,7 +50,8 @@ def render(frame: Frame, width: int, height: int) -> RenderableType:
     head = _header(frame, width)
     foot = [sections.footer_line(frame.ui, width)]
     room = height - len(head) - len(foot)
-    modal = sections.modal_lines(frame.ui, width, room=min(room // 2, len(frame.ui.options) + 1))
+    wanted = len(sections.LEGEND) + 1 if frame.ui.mode == "legend" else len(frame.ui.options) + 1
+    modal = sections.modal_lines(frame.ui, width, room=min(room // 2, wanted))
     room -= len(modal)
     if width >= TWO_COLUMNS_MIN_WIDTH:
         body = _two_columns(frame, width, room)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from teamclaude.accounts_store import Account, AccountsStore, merge_duplicates
-from teamclaude.cli_common import relative
+from teamclaude.cli_common import proxy_status_cell, relative
 from teamclaude.credentials import UnknownAccount
 from teamclaude.importer import import_account
 from teamclaude.login import login_api_key, login_oauth
@@ -118,16 +118,14 @@ def cmd_accounts(args: argparse.Namespace, out: Console) -> int:
 
 
 def account_status(account: Account, live: dict[str, Any] | None, now: float) -> str:
-    """What `teamclaude accounts` says about an account (the proxy's view when it runs)."""
+    """What `teamclaude accounts` says about an account: the running proxy's word, the same
+    as `teamclaude status` (cli_common.proxy_status_cell), else what the file alone tells."""
     if account.disabled:
         return "[dim]disabled[/]"
-    if live is not None and (live.get("needs_login") or live.get("status") == "needs-login"):
-        return "[red]needs login[/] (teamclaude login)"
     if account.type == "oauth" and not account.refresh_token and account.expires_at and account.expires_at / 1000 < now:
         return "[red]needs login[/] (token expired, no refresh token)"
-    if live is not None and live.get("status") == "benched":
-        until = live.get("bench_until")
-        return f"[yellow]benched[/] {relative(until, now) if until else ''}".rstrip()
+    if live is not None:
+        return proxy_status_cell(live, now)
     return "[green]ok[/]"
 
 

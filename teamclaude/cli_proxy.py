@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from teamclaude.accounts_store import AccountsStore
-from teamclaude.cli_common import CommandError, dollars, duration, percent, relative, tokens
+from teamclaude.cli_common import CommandError, dollars, duration, percent, proxy_status_cell, relative, tokens
 from teamclaude.credentials import CredentialManager
 from teamclaude.importer import claude_code_has_login
 from teamclaude.oauth import OAUTH_BETA
@@ -226,21 +226,6 @@ def _window_cell(window: dict[str, Any] | None, now: float) -> str:
     return cell
 
 
-def _status_cell(account: dict[str, Any], now: float) -> str:
-    status = str(account.get("status", "?"))
-    if account.get("needs_login"):
-        return "[red]needs login[/]"
-    if status == "benched":
-        until = account.get("bench_until")
-        reason = account.get("bench_reason")
-        text = "[yellow]benched[/]"
-        if isinstance(until, (int, float)):
-            text += f" {duration(until - now)}"
-        return text + (f" ({reason})" if reason else "")
-    colour = {"ok": "green", "unknown": "dim", "disabled": "dim"}.get(status, "yellow")
-    return f"[{colour}]{status}[/]"
-
-
 def render_status(status: dict[str, Any], out: Console, *, now: float) -> None:
     proxy = status.get("proxy") or {}
     started = proxy.get("started_at")
@@ -267,7 +252,7 @@ def render_status(status: dict[str, Any], out: Console, *, now: float) -> None:
             usage = account.get("usage") or {}
             table.add_row(
                 str(account.get("name", "?")),
-                _status_cell(account, now),
+                proxy_status_cell(account, now),
                 _window_cell(windows.get("5h"), now),
                 _window_cell(windows.get("7d"), now),
                 f"{account.get('inflight', 0)}/{account.get('inflight_cap', '–')}",
