@@ -14,7 +14,7 @@ from rich.text import Text
 
 from deck import fmt
 from deck.controller import Ui
-from deck.fleet import AccountGroup, Fleet, IssueRow, SessionView
+from deck.fleet import AccountGroup, AgentView, Fleet, IssueRow, SessionView
 from deck.locallog import LocalLine
 from deck.model import Account, ActivityLine, Capacity, State, Window
 from deck.tree import Tree, tree_lines
@@ -94,7 +94,10 @@ def header_lines(state: State | None, fleet: Fleet | None, ui: Ui, now: float, w
                  warnings: list[str]) -> list[Text]:
     title = Text("teamclaude deck", style="bold")
     if fleet is not None and state is not None:
-        title.append(f" · {len(fleet.sessions)} agents · {fleet.warm} warm · ")
+        title.append(f" · {len(fleet.sessions)} agents")
+        if fleet.agents:
+            title.append(f" +{len(fleet.agents)} subagents")
+        title.append(f" · {fleet.warm} warm · ")
         title.append(f"{fleet.needs_you} needs-you", style="bold magenta" if fleet.needs_you else "")
         title.append(f" · {fmt.tokens(state.totals.tokens)} tok · {fmt.money(state.totals.cost_usd)}")
     if ui.bell:
@@ -253,7 +256,9 @@ def _label_width(width: int) -> int:
 
 
 def session_row(view: SessionView, width: int, now: float, prefix: str = "  ",
-                subtree_tokens: int | None = None, show_account: bool = False) -> Text:
+                subtree_tokens: int | None = None, show_account: bool = False,
+                own: tuple[int, float] | None = None) -> Text:
+    """One session; in a tree, `own` is what it spent without its agents (Σ adds them)."""
     line = Text(prefix, style="grey50")
     line.append(view.emoji + " ")
     # Deeper tree rows give their indent back from the label, so the columns stay aligned.
@@ -265,13 +270,44 @@ def session_row(view: SessionView, width: int, now: float, prefix: str = "  ",
     line += cell(f"[{status}]" if status else "", 9, style=ISSUE_STATUS_STYLE.get(status, "grey62"))
     line += cell("live" if view.live else "idle", 5, style="green" if view.live else "grey50")
     line.append(view.glyph + " ", style="bold cyan")
-    line += cell(fmt.tokens(view.tokens), 6, right=True)
+    tokens, cost = own if own is not None else (view.tokens, view.session.usage.cost_usd)
+    line += cell(fmt.tokens(tokens), 6, right=True)
     line.append(" ")
-    line += cell(fmt.money(view.session.usage.cost_usd), 7, style="dim", right=True)
+    line += cell(fmt.money(cost), 7, style="dim", right=True)
     if subtree_tokens is not None:
         line.append(f" Σ{fmt.tokens(subtree_tokens)}", style="bold")
     line.append("  ")
+    if view.session.background:
+        line.append("bg ", style="bold yellow")
     line.append(_activity_text(view, now, show_account), style="grey62")
+    return cut(line, width)
+
+
+def agent_row(view: AgentView, width: int, now: float, prefix: str, subtree_tokens: int | None) -> Text:
+    """A subagent seen in traffic, in the same columns as a session row."""
+    agent = view.agent
+    line = Text(prefix, style="grey50")
+    line.append("⤷ ", style="cyan")
+    label_width = max(6, _label_width(width) - max(0, line.cell_len - 5))
+    line += cell(view.label, label_width)
+    line.append("  ")
+    line += cell("", 9)
+    line += cell("live" if view.live else "idle", 5, style="green" if view.live else "grey50")
+    line.append(view.glyph + " ", style="bold cyan")
+    line += cell(fmt.tokens(agent.usage.tokens), 6, right=True)
+    line.append(" ")
+    line += cell(fmt.money(agent.usage.cost_usd), 7, style="dim", right=True)
+    if subtree_tokens is not None:
+        line.append(f" Σ{fmt.tokens(subtree_tokens)}", style="bold")
+    line.append("  ")
+    if agent.background:
+        line.append("bg ", style="bold yellow")
+    parts = ["@" + fmt.short_account(agent.account)] if agent.account else []
+    if agent.model:
+        parts.append(agent.model.removeprefix("claude-"))
+    if agent.last_used is not None:
+        parts.append(f"{fmt.duration(now - agent.last_used)} ago")
+    line.append(" · ".join(parts), style="grey62")
     return cut(line, width)
 
 
@@ -306,15 +342,16 @@ def tree_header(tree: Tree, index: int, width: int) -> Text:
 def tree_node_lines(tree: Tree, fleet: Fleet, width: int, now: float) -> list[Text]:
     lines = []
     for connector, node in tree_lines(tree):
+        prefix = " " + connector + ("◆ " if node.is_lead else "· ")
+        subtree = node.subtree_tokens if node.is_lead else None
         view = fleet.session(node.member.sid)
-        if view is None:
+        if view is not None:
+            own = (node.member.tokens, node.member.cost_usd)
+            lines.append(session_row(view, width, now, prefix=prefix, subtree_tokens=subtree, show_account=True, own=own))
             continue
-        lines.append(session_row(
-            view, width, now,
-            prefix=" " + connector + ("◆ " if node.is_lead else "· "),
-            subtree_tokens=node.subtree_tokens if node.is_lead else None,
-            show_account=True,
-        ))
+        agent = fleet.agent(node.member.sid)
+        if agent is not None:
+            lines.append(agent_row(agent, width, now, prefix, subtree))
     return lines
 
 

@@ -26,7 +26,7 @@ from teamclaude.hold import Holds, Waker
 from teamclaude.paths import display_path, fingerprint
 from teamclaude.quota import PoolWindow, pool_windows, quota_document
 from teamclaude.settings import Settings, SettingsError, load_settings
-from teamclaude.statefile import StateWriter, read_state
+from teamclaude.statefile import StateWriter, bound_conversations, read_state
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +206,7 @@ class Service:
         engine = self.router.snapshot(now)
         tokens = {a.name: a.expires_at for a in self.accounts.accounts if a.type == "oauth"}
         engine["capacity"] = self._with_holds(engine.get("capacity") or {}, now)
+        bound_conversations(engine.get("sessions") or [])
         for account in engine.get("accounts", []):
             account["token_expires_at_ms"] = tokens.get(account.get("name"))
             if account.get("name") in self.credentials.needs_login:

@@ -23,7 +23,7 @@ async def test_writes_versioned_state_and_coalesces(tmp_path):
     task = asyncio.create_task(writer.run())
     for _ in range(50):
         writer.mark_dirty()
-    while writer.seq < 1:
+    while (read_state(path) or {}).get("seq", 0) < 1:  # seq moves before the worker thread writes
         await asyncio.sleep(0.01)
     task.cancel()
     document = read_state(path)
@@ -36,7 +36,7 @@ async def test_heartbeat_moves_written_at(tmp_path):
     path = tmp_path / "state.json"
     writer = StateWriter(path, dict, min_interval_s=0.0, heartbeat_s=0.05)
     task = asyncio.create_task(writer.run())
-    while writer.seq < 3:
+    while (read_state(path) or {}).get("seq", 0) < 3:  # seq moves before the worker thread writes
         await asyncio.sleep(0.01)
     task.cancel()
     assert read_state(path)["seq"] >= 3
