@@ -45,6 +45,8 @@ def _describes_quota(lname: str) -> bool:
     rest = lname[len(UNIFIED):]
     if rest in _SCALARS:
         return True
+    if rest.startswith(("overage-", "fallback-")):  # about the account's overage, not a window
+        return False
     window, _, part = rest.rpartition("-")
     return bool(window) and part in _WINDOW_PARTS
 
