@@ -245,3 +245,9 @@ def test_kill_during_write_leaves_previous_file_intact(tmp_path: Path) -> None:
     # The lock died with the process: the next writer proceeds.
     store.update(lambda doc: doc.upsert(Account(name="after", type="apikey", api_key="k")))
     assert store.read().get("after") is not None
+
+
+def test_the_engine_is_told_each_accounts_plan_and_email():
+    """The pool's quota weighs accounts by plan, and the state file shows both."""
+    spec = Account(name="alice", type="oauth", email="alice@example.com", plan="max", priority=2).to_spec()
+    assert (spec.name, spec.kind, spec.email, spec.plan, spec.priority) == ("alice", "oauth", "alice@example.com", "max", 2)
