@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -176,6 +175,8 @@ def _refuse_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, a
     if command_parser is None:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command in _PASSES_ON:
+        import shlex
+
         rest = " ".join(shlex.quote(argument) for argument in arguments[1:])
         command_parser.error(
             f"{unknown[0]} is not an option of 'teamclaude {args.command}': options for "

@@ -14,8 +14,7 @@ from 20x: such an account counts as 5x (the pool is never shown emptier than it 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from routing.ratelimits import window_applies_to_model
 
@@ -30,8 +29,7 @@ def plan_weight(plan: object) -> float:
     return PLAN_WEIGHT.get(plan.lower(), 1.0) if isinstance(plan, str) else 1.0
 
 
-@dataclass(frozen=True)
-class PoolWindow:
+class PoolWindow(NamedTuple):  # not a dataclass: `teamclaude statusline` must start fast
     name: str
     utilization: float | None  # plan-weighted mean over the accounts that reported it
     reset: float | None  # the soonest reset still ahead, epoch seconds

@@ -10,20 +10,40 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 from deck.fmt import duration, short_account
+from teamclaude.paths import config_path, default_state_path
 from teamclaude.quota import PoolWindow, accounts_with_room, pool_members, pool_windows
-from teamclaude.settings import load_settings
 
 # A state file not rewritten for this long: the proxy is not running (it rewrites every 2 s).
 STALE_AFTER_S = 30.0
 MODEL_WINDOW_LABEL = {"7d_sonnet": "sonnet", "7d_oi": "opus"}
 _COLOURS = {"allowed": "32", "allowed_warning": "33", "rejected": "31"}
 _MAX_STDIN = 1 << 20
+
+
+_STATE_FILE_KEY = re.compile(r"^\s*state_file\s*:", re.MULTILINE)
+
+
+def state_path() -> Path:
+    """Where the proxy writes its state. The settings are parsed (yaml and validation cost
+    about 40 ms, most of this command's time) only when they name a `state_file`."""
+    settings = config_path()
+    try:
+        text = settings.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if not _STATE_FILE_KEY.search(text):
+        return default_state_path()
+    from teamclaude.settings import load_settings
+
+    return load_settings(settings).state_file
 
 
 def read_client(stream: TextIO) -> tuple[str | None, str | None]:
@@ -99,7 +119,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
         return 0
     session, model = read_client(stdin)
     try:
-        state = json.loads(load_settings().state_file.read_bytes())
+        state = json.loads(state_path().read_bytes())
     except FileNotFoundError:
         state = None
     except Exception as exc:  # noqa: BLE001 (a status line prints one line whatever happens)
