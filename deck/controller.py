@@ -1,7 +1,8 @@
 """The Deck's keyboard state machine, pure: (ui, key) → (ui, effect to run or None).
 
-Modes: normal; picking an account to switch to or to remove; confirming a removal; picking
-how to add an account; typing an API key (hidden) and then its name.
+Modes: normal; the legend (what the Deck's numbers and signs mean); picking an account to
+switch to or to remove; confirming a removal; picking how to add an account; typing an API
+key (hidden) and then its name.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ Effect = Switch | Reload | Remove | ImportAccount | AddApiKey | Notice
 
 @dataclass(frozen=True)
 class Ui:
-    mode: str = "normal"  # normal | switch | remove | confirm-remove | add | api-key | api-name
+    mode: str = "normal"  # normal | legend | switch | remove | confirm-remove | add | api-key | api-name
     options: tuple[str, ...] = ()
     cursor: int = 0
     target: str = ""  # the account a confirmation is about
@@ -73,6 +74,8 @@ def handle_key(ui: Ui, key: str, accounts: Sequence[str], current: str = "") -> 
         return replace(ui, quit=True, secret=""), None
     if ui.mode == "normal":
         return _normal(ui, key, accounts, current)
+    if ui.mode == "legend":  # any key closes it; q still quits
+        return (replace(ui, quit=True), None) if key == "q" else (_back_to_normal(ui), None)
     if key == "esc":
         return _back_to_normal(ui), Notice("cancelled")
     if ui.selecting:
@@ -102,6 +105,8 @@ def _normal(ui: Ui, key: str, accounts: Sequence[str], current: str) -> tuple[Ui
         return replace(ui, bell=bell), Notice(f"bell {'on' if bell else 'off'}")
     if key == "i":
         return replace(ui, issues_expanded=not ui.issues_expanded), None
+    if key == "?":
+        return replace(ui, mode="legend"), None
     if key == "R":
         return ui, Reload()
     if key in ("s", "r"):

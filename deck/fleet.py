@@ -1,7 +1,9 @@
 """What the Deck shows, computed from the state, presence and pins (pure, no rendering).
 
 Only present sessions (see `deck.presence`) take part. Sessions in an orchestration tree
-are listed in the tree; every other present session is listed under its account.
+are listed in the tree; every other present session is listed under its account. A
+session's recent subagents (seen in traffic, no pin needed) hang below it in the tree, each
+under its parent agent when it names one; a node's Σ adds up its subtree.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from deck import fmt
-from deck.model import Account, ActivityLine, Session, State
-from deck.presence import Pin, Presence
+from deck.model import Account, ActivityLine, Agent, Session, State
+from deck.presence import LAST_TURN_WINDOW_S, Pin, Presence
 from deck.tree import Forest, Member, build_forest
 
 NEEDS_YOU_STATUSES = frozenset({"block", "blocked", "review", "in-review"})
@@ -64,6 +66,43 @@ class SessionView:
 
 
 @dataclass(frozen=True)
+class AgentView:
+    agent: Agent
+    session: Session
+
+    @property
+    def node(self) -> str:
+        return agent_node(self.session.id, self.agent.id)
+
+    @property
+    def label(self) -> str:
+        return fmt.short_id(self.agent.id.removeprefix("d-"))
+
+    @property
+    def live(self) -> bool:
+        return self.agent.inflight > 0 or self.agent.warm
+
+    @property
+    def glyph(self) -> str:
+        return "~" if self.agent.inflight > 0 else " "
+
+
+def agent_node(sid: str, agent_id: str) -> str:
+    """A subagent's node id in the tree: unique across sessions (ids are printable)."""
+    return f"{sid}\x1f{agent_id}"
+
+
+def recent_agents(session: Session, now: float) -> tuple[Agent, ...]:
+    """The session's subagents worth a tree row: busy, warm, or used within the half hour
+    a session itself stays on screen."""
+    return tuple(
+        agent for agent in session.agents
+        if agent.inflight > 0 or agent.warm
+        or (agent.last_used is not None and now - agent.last_used <= LAST_TURN_WINDOW_S)
+    )
+
+
+@dataclass(frozen=True)
 class AccountGroup:
     name: str
     account: Account | None  # None: sessions bound to an account the state does not list
@@ -90,16 +129,48 @@ class Fleet:
     issues: tuple[IssueRow, ...]
     warm: int
     needs_you: int
+    agents: tuple[AgentView, ...] = ()
 
     def session(self, sid: str) -> SessionView | None:
         return next((view for view in self.sessions if view.sid == sid), None)
+
+    def agent(self, node: str) -> AgentView | None:
+        return next((view for view in self.agents if view.node == node), None)
 
 
 def _by_tokens(views: list[SessionView]) -> tuple[SessionView, ...]:
     return tuple(sorted(views, key=lambda view: (-view.tokens, view.sid)))
 
 
-def build_fleet(state: State, presence: Mapping[str, Presence], pins: Mapping[str, Pin | None]) -> Fleet:
+def _members(views: tuple[SessionView, ...], agents: tuple[AgentView, ...]) -> list[Member]:
+    """Tree members: pinned sessions, sessions with recent agents, and those agents. A
+    session's own tokens are what its agents shown here did not spend, so Σ is its total."""
+    by_session: dict[str, list[AgentView]] = {}
+    for agent in agents:
+        by_session.setdefault(agent.session.id, []).append(agent)
+    members = []
+    for view in views:
+        mine = by_session.get(view.sid, [])
+        if view.pin is None and not mine:
+            continue
+        usage = view.session.usage
+        members.append(Member(
+            view.sid, view.pin.issue_id if view.pin else "", view.pin.parent_id if view.pin else "",
+            max(0, usage.tokens - sum(a.agent.usage.tokens for a in mine)),
+            max(0.0, usage.cost_usd - sum(a.agent.usage.cost_usd for a in mine)),
+        ))
+        known = {agent.agent.id for agent in mine}
+        for agent in mine:
+            parent = agent.agent.parent
+            members.append(Member(
+                agent.node, "", "", agent.agent.usage.tokens, agent.agent.usage.cost_usd,
+                parent_node=agent_node(view.sid, parent) if parent in known and parent != agent.agent.id else view.sid,
+            ))
+    return members
+
+
+def build_fleet(state: State, presence: Mapping[str, Presence], pins: Mapping[str, Pin | None],
+                now: float) -> Fleet:
     last_activity: dict[str, ActivityLine] = {}
     for line in state.activity:
         if line.session:
@@ -111,13 +182,8 @@ def build_fleet(state: State, presence: Mapping[str, Presence], pins: Mapping[st
             if session.id in presence and presence[session.id].visible
         ]
     )
-    forest = build_forest(
-        [
-            Member(view.sid, view.pin.issue_id, view.pin.parent_id, view.tokens, view.session.usage.cost_usd)
-            for view in views
-            if view.pin is not None
-        ]
-    )
+    agents = tuple(AgentView(agent, view.session) for view in views for agent in recent_agents(view.session, now))
+    forest = build_forest(_members(views, agents))
     return Fleet(
         sessions=views,
         forest=forest,
@@ -125,6 +191,7 @@ def build_fleet(state: State, presence: Mapping[str, Presence], pins: Mapping[st
         issues=_issues(views),
         warm=sum(1 for view in views if view.session.warm),
         needs_you=sum(1 for view in views if view.needs_you),
+        agents=agents,
     )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 # Single-codepoint, double-width pictographs only: no variation selectors or joiners, so
 # every terminal gives each the same two cells.
 SESSION_EMOJI = (
@@ -15,6 +13,8 @@ SESSION_EMOJI = (
 
 def session_emoji(sid: str) -> str:
     """The same emoji for a session id in every run (not Python's randomised hash)."""
+    import hashlib  # here: `teamclaude statusline` uses this module and must start fast
+
     digest = hashlib.sha1(sid.encode("utf-8")).digest()
     return SESSION_EMOJI[int.from_bytes(digest[:4], "big") % len(SESSION_EMOJI)]
 

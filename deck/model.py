@@ -118,6 +118,42 @@ class Account:
 
 
 @dataclass(frozen=True)
+class Agent:
+    """A subagent conversation of a session, as the proxy saw it in traffic (the
+    `conversations` of a session entry whose `conversation` is set)."""
+
+    id: str  # x-claude-code-agent-id, or "d-…" for a marked subagent without the header
+    parent: str = ""  # x-claude-code-parent-agent-id of a nested subagent
+    account: str = ""
+    background: bool = False
+    last_used: float | None = None
+    warm: bool = False
+    inflight: int = 0
+    requests: int = 0
+    model: str = ""
+    usage: Usage = Usage()
+
+    @classmethod
+    def parse(cls, raw: Any) -> Agent | None:
+        data = _dict(raw)
+        conversation = _str(data.get("conversation"))
+        if not conversation:
+            return None
+        return cls(
+            id=conversation,
+            parent=_str(data.get("parent_agent_id")),
+            account=_str(data.get("account")),
+            background=data.get("background") is True,
+            last_used=_num(data.get("last_used")),
+            warm=data.get("warm") is True,
+            inflight=_int(data.get("inflight")),
+            requests=_int(data.get("requests")),
+            model=_str(data.get("model")),
+            usage=Usage.parse(data.get("usage")),
+        )
+
+
+@dataclass(frozen=True)
 class Session:
     id: str
     account: str = ""
@@ -127,7 +163,9 @@ class Session:
     inflight: int = 0
     requests: int = 0
     model: str = ""
-    usage: Usage = Usage()
+    usage: Usage = Usage()  # the whole session: its main conversation and every agent
+    background: bool = False  # its main conversation came with `x-app: cli-bg`
+    agents: tuple[Agent, ...] = ()
 
     @classmethod
     def parse(cls, raw: Any) -> Session | None:
@@ -135,6 +173,10 @@ class Session:
         sid = _str(data.get("id"))
         if not sid:
             return None
+        conversations = [_dict(entry) for entry in _list(data.get("conversations"))]
+        main = next((entry for entry in conversations if entry.get("conversation") is None), None)
+        if main is None and data.get("conversation") is None:
+            main = data
         return cls(
             id=sid,
             account=_str(data.get("account")),
@@ -145,6 +187,8 @@ class Session:
             requests=_int(data.get("requests")),
             model=_str(data.get("model")),
             usage=Usage.parse(data.get("usage")),
+            background=main is not None and main.get("background") is True,
+            agents=tuple(agent for agent in map(Agent.parse, conversations) if agent is not None),
         )
 
 

@@ -26,4 +26,4 @@ class Monitor:
             return Frame(snapshot, None, now, ui, local, notes)
         presence = {s.id: self.tracker.presence(s.id, s.bound_at, now) for s in state.sessions}
         pins = {sid: self.tracker.pin(sid) for sid, seen in presence.items() if seen.visible}
-        return Frame(snapshot, build_fleet(state, presence, pins), now, ui, local, notes)
+        return Frame(snapshot, build_fleet(state, presence, pins, now), now, ui, local, notes)

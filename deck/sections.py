@@ -5,14 +5,16 @@ Every function returns whole lines (never wrapping), so the layout can count the
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.text import Text
 
 from deck import fmt
 from deck.controller import Ui
-from deck.fleet import AccountGroup, Fleet, IssueRow, SessionView
+from deck.fleet import AccountGroup, AgentView, Fleet, IssueRow, SessionView
 from deck.locallog import LocalLine
 from deck.model import Account, ActivityLine, Capacity, State, Window
 from deck.tree import Tree, tree_lines
@@ -40,12 +42,25 @@ ISSUE_STATUS_STYLE = {
 LEVEL_STYLE = {"warn": "yellow", "error": "bold red"}
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
 def cut(text: Text, width: int) -> Text:
-    """The line truncated with an ellipsis to `width` cells, never wrapped."""
+    """The line truncated with an ellipsis to `width` cells, never wrapped. A URL that does
+    not fit whole is left out rather than cut mid-word (a cut link misleads)."""
     line = text.copy()
     line.no_wrap = True
     line.overflow = "ellipsis"
-    line.truncate(max(1, width), overflow="ellipsis")
+    width = max(1, width)
+    if line.cell_len > width:
+        for match in _URL.finditer(line.plain):
+            start = cell_len(line.plain[:match.start()])
+            if start < width <= start + cell_len(match.group()):
+                line.truncate(start, overflow="crop")
+                line.rstrip()
+                line.append("…")
+                break
+    line.truncate(width, overflow="ellipsis")
     return line
 
 
@@ -79,14 +94,17 @@ def header_lines(state: State | None, fleet: Fleet | None, ui: Ui, now: float, w
                  warnings: list[str]) -> list[Text]:
     title = Text("teamclaude deck", style="bold")
     if fleet is not None and state is not None:
-        title.append(f" · {len(fleet.sessions)} agents · {fleet.warm} warm · ")
+        title.append(f" · {len(fleet.sessions)} agents")
+        if fleet.agents:
+            title.append(f" +{len(fleet.agents)} subagents")
+        title.append(f" · {fleet.warm} warm · ")
         title.append(f"{fleet.needs_you} needs-you", style="bold magenta" if fleet.needs_you else "")
         title.append(f" · {fmt.tokens(state.totals.tokens)} tok · {fmt.money(state.totals.cost_usd)}")
     if ui.bell:
         title.append("  bell on", style="dim")
     lines = [cut(title, width)]
     if state is not None:
-        lines.append(cut(capacity_chip(state, now), width))
+        lines.append(cut(capacity_chip(state, now, width), width))
     lines += [cut(Text(f"⚠ {warning}", style="bold red"), width) for warning in warnings]
     return lines
 
@@ -101,7 +119,13 @@ def held_text(capacity: Capacity) -> str:
     return text
 
 
-def capacity_chip(state: State, now: float) -> Text:
+def append_whole(line: Text, part: str, width: int, style: str = "") -> None:
+    """Append `part` only if all of it fits in `width`: a URL or a name is never cut."""
+    if line.cell_len + len(part) <= width:
+        line.append(part, style=style)
+
+
+def capacity_chip(state: State, now: float, width: int = 10_000) -> Text:
     capacity = state.capacity
     style = VERDICT_STYLE.get(capacity.verdict, "dim")
     chip = Text("● ", style=style) + Text(capacity.verdict.upper(), style=style)
@@ -120,9 +144,9 @@ def capacity_chip(state: State, now: float) -> Text:
     if parts:
         chip.append("  " + " · ".join(parts))
     if state.pinned:
-        chip.append(f"  pinned → {fmt.short_account(state.pinned)}", style="cyan")
+        append_whole(chip, f"  pinned → {fmt.short_account(state.pinned)}", width, style="cyan")
     if state.proxy.listen:
-        chip.append(f"  {state.proxy.listen}", style="dim")
+        append_whole(chip, f"  {state.proxy.listen}", width, style="dim")
     return chip
 
 
@@ -238,7 +262,9 @@ def _label_width(width: int) -> int:
 
 
 def session_row(view: SessionView, width: int, now: float, prefix: str = "  ",
-                subtree_tokens: int | None = None, show_account: bool = False) -> Text:
+                subtree_tokens: int | None = None, show_account: bool = False,
+                own: tuple[int, float] | None = None) -> Text:
+    """One session; in a tree, `own` is what it spent without its agents (Σ adds them)."""
     line = Text(prefix, style="grey50")
     line.append(view.emoji + " ")
     # Deeper tree rows give their indent back from the label, so the columns stay aligned.
@@ -250,13 +276,44 @@ def session_row(view: SessionView, width: int, now: float, prefix: str = "  ",
     line += cell(f"[{status}]" if status else "", 9, style=ISSUE_STATUS_STYLE.get(status, "grey62"))
     line += cell("live" if view.live else "idle", 5, style="green" if view.live else "grey50")
     line.append(view.glyph + " ", style="bold cyan")
-    line += cell(fmt.tokens(view.tokens), 6, right=True)
+    tokens, cost = own if own is not None else (view.tokens, view.session.usage.cost_usd)
+    line += cell(fmt.tokens(tokens), 6, right=True)
     line.append(" ")
-    line += cell(fmt.money(view.session.usage.cost_usd), 7, style="dim", right=True)
+    line += cell(fmt.money(cost), 7, style="dim", right=True)
     if subtree_tokens is not None:
         line.append(f" Σ{fmt.tokens(subtree_tokens)}", style="bold")
     line.append("  ")
+    if view.session.background:
+        line.append("bg ", style="bold yellow")
     line.append(_activity_text(view, now, show_account), style="grey62")
+    return cut(line, width)
+
+
+def agent_row(view: AgentView, width: int, now: float, prefix: str, subtree_tokens: int | None) -> Text:
+    """A subagent seen in traffic, in the same columns as a session row."""
+    agent = view.agent
+    line = Text(prefix, style="grey50")
+    line.append("⤷ ", style="cyan")
+    label_width = max(6, _label_width(width) - max(0, line.cell_len - 5))
+    line += cell(view.label, label_width)
+    line.append("  ")
+    line += cell("", 9)
+    line += cell("live" if view.live else "idle", 5, style="green" if view.live else "grey50")
+    line.append(view.glyph + " ", style="bold cyan")
+    line += cell(fmt.tokens(agent.usage.tokens), 6, right=True)
+    line.append(" ")
+    line += cell(fmt.money(agent.usage.cost_usd), 7, style="dim", right=True)
+    if subtree_tokens is not None:
+        line.append(f" Σ{fmt.tokens(subtree_tokens)}", style="bold")
+    line.append("  ")
+    if agent.background:
+        line.append("bg ", style="bold yellow")
+    parts = ["@" + fmt.short_account(agent.account)] if agent.account else []
+    if agent.model:
+        parts.append(agent.model.removeprefix("claude-"))
+    if agent.last_used is not None:
+        parts.append(f"{fmt.duration(now - agent.last_used)} ago")
+    line.append(" · ".join(parts), style="grey62")
     return cut(line, width)
 
 
@@ -291,15 +348,16 @@ def tree_header(tree: Tree, index: int, width: int) -> Text:
 def tree_node_lines(tree: Tree, fleet: Fleet, width: int, now: float) -> list[Text]:
     lines = []
     for connector, node in tree_lines(tree):
+        prefix = " " + connector + ("◆ " if node.is_lead else "· ")
+        subtree = node.subtree_tokens if node.is_lead else None
         view = fleet.session(node.member.sid)
-        if view is None:
+        if view is not None:
+            own = (node.member.tokens, node.member.cost_usd)
+            lines.append(session_row(view, width, now, prefix=prefix, subtree_tokens=subtree, show_account=True, own=own))
             continue
-        lines.append(session_row(
-            view, width, now,
-            prefix=" " + connector + ("◆ " if node.is_lead else "· "),
-            subtree_tokens=node.subtree_tokens if node.is_lead else None,
-            show_account=True,
-        ))
+        agent = fleet.agent(node.member.sid)
+        if agent is not None:
+            lines.append(agent_row(agent, width, now, prefix, subtree))
     return lines
 
 
@@ -390,49 +448,3 @@ def _local_line(line: LocalLine, width: int) -> Text:
     text.append("deck  ", style="bold cyan")
     text.append(line.text, style=LEVEL_STYLE.get(line.level, "cyan"))
     return cut(text, width)
-
-
-# ── modal and footer ────────────────────────────────────────────────────────────────────
-
-_MODAL_TITLES = {
-    "switch": "Switch account (pins requests without a session)",
-    "remove": "Remove which account?",
-    "add": "Add an account",
-}
-
-
-def modal_lines(ui: Ui, width: int, room: int) -> list[Text]:
-    """The selection list or prompt of the current mode, at most `room` lines."""
-    if ui.mode == "normal" or room <= 0:
-        return []
-    if ui.mode == "confirm-remove":
-        prompt = Text(f"Remove {ui.target} from the accounts file? ", style="bold yellow")
-        return [cut(prompt + Text("y / n", style="bold"), width)]
-    if ui.mode == "api-key":
-        typed = "•" * min(len(ui.secret), 24)
-        return [cut(Text("API key (hidden): ", style="bold") + Text(typed + "▏"), width)]
-    if ui.mode == "api-name":
-        prompt = Text("Name for this API key (empty: automatic): ", style="bold")
-        return [cut(prompt + Text(ui.typed + "▏"), width)]
-    lines = [cut(Text(_MODAL_TITLES.get(ui.mode, ui.mode), style="bold reverse"), width)]
-    visible = max(1, room - 1)
-    first = max(0, min(ui.cursor - visible // 2, len(ui.options) - visible))
-    for index in range(first, min(len(ui.options), first + visible)):
-        chosen = index == ui.cursor
-        text = Text((" › " if chosen else "   ") + ui.options[index], style="reverse bold" if chosen else "")
-        lines.append(cut(text, width))
-    return lines
-
-
-def footer_line(ui: Ui, width: int) -> Text:
-    if ui.mode in ("switch", "remove", "add"):
-        hint = "j/k ↑/↓ move · Enter choose · Esc cancel"
-    elif ui.mode in ("api-key", "api-name"):
-        hint = "Enter continue · Esc cancel"
-    elif ui.mode == "confirm-remove":
-        hint = "y remove · n / Esc keep"
-    else:
-        bell = "on" if ui.bell else "off"
-        issues = "collapse" if ui.issues_expanded else "expand"
-        hint = f"s switch · a add · r remove · R reload · b bell ({bell}) · i issues ({issues}) · q quit"
-    return cut(Text(hint, style="dim"), width)

@@ -1,7 +1,9 @@
-"""The orchestration forest built from the pins of live sessions (SPEC §10, Tree).
+"""The orchestration forest built from the pins of live sessions (SPEC §10, Tree) and the
+agents the proxy saw in their traffic.
 
-A session's parent is the live session pinned to the issue named by its `parentId`. A tree
-root is a live lead (a session with at least one live child) whose own parent is not live.
+A session's parent is the live session pinned to the issue named by its `parentId`. A
+subagent's parent is named directly (`parent_node`): its parent agent, else its session.
+A tree root is a live lead (a node with at least one live child) whose own parent is not live.
 Every session has at most one parent, so members of a parent cycle never reach a root: they
 (and anything hanging below them) stay out of the forest and render under their accounts.
 The walk also keeps a visited set, so no input can make it loop.
@@ -15,11 +17,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Member:
-    sid: str
+    sid: str  # a session id, or an agent's node id (see deck.fleet.agent_node)
     issue_id: str
-    parent_id: str
-    tokens: int
+    parent_id: str  # the parent's issue (pins)
+    tokens: int  # its own, without its children's
     cost_usd: float
+    parent_node: str = ""  # the parent's node id, when known directly (agents)
 
 
 @dataclass
@@ -60,16 +63,21 @@ def _issue_owners(members: Sequence[Member]) -> dict[str, Member]:
     """One session per issue: the biggest spender when several pin the same issue."""
     owners: dict[str, Member] = {}
     for member in sorted(members, key=lambda m: (-m.tokens, m.sid)):
-        owners.setdefault(member.issue_id, member)
+        if member.issue_id:
+            owners.setdefault(member.issue_id, member)
     return owners
 
 
 def build_forest(members: Sequence[Member]) -> Forest:
     owners = _issue_owners(members)
+    nodes = {member.sid: member for member in members}
     parent: dict[str, Member] = {}
     children: dict[str, list[Member]] = {}
     for member in members:
-        owner = owners.get(member.parent_id) if member.parent_id else None
+        if member.parent_node:
+            owner = nodes.get(member.parent_node)
+        else:
+            owner = owners.get(member.parent_id) if member.parent_id else None
         if owner is not None and owner.sid != member.sid:
             parent[member.sid] = owner
             children.setdefault(owner.sid, []).append(member)

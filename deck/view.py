@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from deck import sections
+from deck import footer, sections
 from deck.controller import Ui
 from deck.fleet import Fleet
 from deck.locallog import LocalLine
@@ -48,9 +48,10 @@ def render(frame: Frame, width: int, height: int) -> RenderableType:
     if width < MIN_WIDTH or height < MIN_HEIGHT:
         return Text(f"terminal too small (need at least {MIN_WIDTH}×{MIN_HEIGHT})", style="bold red")
     head = _header(frame, width)
-    foot = [sections.footer_line(frame.ui, width)]
+    foot = [footer.footer_line(frame.ui, width)]
     room = height - len(head) - len(foot)
-    modal = sections.modal_lines(frame.ui, width, room=min(room // 2, len(frame.ui.options) + 1))
+    wanted = len(footer.LEGEND) + 1 if frame.ui.mode == "legend" else len(frame.ui.options) + 1
+    modal = footer.modal_lines(frame.ui, width, room=min(room // 2, wanted))
     room -= len(modal)
     if width >= TWO_COLUMNS_MIN_WIDTH:
         body = _two_columns(frame, width, room)

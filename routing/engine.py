@@ -484,3 +484,23 @@ class Router:
         if saved.totals is not None:
             self._totals = saved.totals
         self._models.update(saved.models)
+
+    # -- the pool's quota (teamclaude.quota) -----------------------------------------
+
+    def quota_accounts(self, now: float) -> list[dict[str, Any]]:
+        """Per account what the pool's quota is made of, in the state file's account shape
+        (name, kind, plan, disabled, needs_login, windows): cheap enough for every response."""
+        return [
+            {
+                "name": state.name,
+                "kind": state.spec.kind,
+                "plan": state.spec.plan,
+                "disabled": state.spec.disabled,
+                "needs_login": state.needs_login,
+                "windows": {
+                    name: {"utilization": w.utilization, "reset": w.reset, "status": w.status}
+                    for name, w in state.live_windows(now).items()
+                },
+            }
+            for state in self._accounts.values()
+        ]

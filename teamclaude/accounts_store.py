@@ -77,7 +77,8 @@ class Account:
         return f"name:{self.name}"
 
     def to_spec(self) -> AccountSpec:
-        return AccountSpec(name=self.name, kind=self.type, priority=self.priority, disabled=self.disabled)
+        return AccountSpec(name=self.name, kind=self.type, priority=self.priority, disabled=self.disabled,
+                           email=self.email, plan=self.plan)
 
     def __repr__(self) -> str:
         parts = []

@@ -203,6 +203,10 @@ class TeamClaude:
     def capacity_command(self) -> str:
         return json.dumps(self._require().capacity(), indent=2)
 
+    @command.command("teamclaude.quota")
+    def quota_command(self) -> str:
+        return json.dumps(self._require().quota(), indent=2)
+
     @command.command("teamclaude.switch")
     def switch_command(self, account: str) -> str:
         return self._require().switch(account or None)

@@ -38,6 +38,8 @@ class Attempt:
     client_body: bytes | None = None
     # The account whose UUID is in the body's `metadata.user_id` now.
     user_id_for: str | None = None
+    # With `pool_headers`: the unified rate-limit headers the serving account sent.
+    account_ratelimit: dict[str, str] | None = None
 
     def choose(self, decision: Decision) -> None:
         self.decision = decision
@@ -73,6 +75,8 @@ class Attempt:
             meta["notes"] = list(self.notes)
         if self.user_id_for:
             meta["user_id_for"] = self.user_id_for
+        if self.account_ratelimit:
+            meta["account_ratelimit"] = dict(self.account_ratelimit)
         if outcome:
             meta["outcome"] = outcome
         return meta

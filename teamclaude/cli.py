@@ -1,4 +1,8 @@
-"""`teamclaude`: manage pooled Claude accounts and point Claude Code at the proxy (SPEC §12)."""
+"""`teamclaude`: manage pooled Claude accounts and point Claude Code at the proxy (SPEC §12).
+
+Command modules are imported only when their command runs: `teamclaude statusline` runs
+after every Claude Code message and must not pay for rich, mitmproxy or the login code.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,37 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from teamclaude import __version__
-from teamclaude.accounts_store import AccountsError
-from teamclaude.cli_accounts import cmd_accounts, cmd_import, cmd_login, cmd_remove
-from teamclaude.cli_common import CommandError
-from teamclaude.cli_proxy import cmd_api, cmd_capacity, cmd_env, cmd_run, cmd_status
-from teamclaude.cli_server import cmd_server
-from teamclaude.credentials import UnknownAccount
-from teamclaude.importer import ImportFailed
-from teamclaude.login import LoginError
-from teamclaude.oauth import OAuthError
-from teamclaude.settings import SettingsError
 
-# Failures the person can act on: printed as one line, exit 1, never a traceback.
-USER_ERRORS = (SettingsError, AccountsError, CommandError, LoginError, ImportFailed, OAuthError, UnknownAccount)
+if TYPE_CHECKING:
+    from rich.console import Console
 
-Handler = Callable[[argparse.Namespace, Console], int]
+Handler = Callable[[argparse.Namespace, "Console"], int]
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Failures the person can act on: printed as one line, exit 1, never a traceback."""
+    from teamclaude.accounts_store import AccountsError
+    from teamclaude.cli_common import CommandError
+    from teamclaude.credentials import UnknownAccount
+    from teamclaude.importer import ImportFailed
+    from teamclaude.login import LoginError
+    from teamclaude.oauth import OAuthError
+    from teamclaude.settings import SettingsError
+
+    return (SettingsError, AccountsError, CommandError, LoginError, ImportFailed, OAuthError, UnknownAccount)
+
+
+def _lazy(target: str) -> Handler:
+    """`module:function`, imported when the command runs."""
+    module, name = target.split(":")
+
+    def handler(args: argparse.Namespace, out: Console) -> int:
+        return getattr(importlib.import_module(module), name)(args, out)
+
+    return handler
 
 
 def cmd_delegated(args: argparse.Namespace, out: Console) -> int:
@@ -52,40 +68,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, command_parser=sub)
         return sub
 
-    server = command("server", cmd_server, "run the proxy (mitmdump with the addon; teamclaude server -- MITMDUMP ARGS)")
+    server = command("server", _lazy("teamclaude.cli_server:cmd_server"), "run the proxy (mitmdump with the addon; teamclaude server -- MITMDUMP ARGS)")
     server.add_argument("--web", action="store_true", help="run mitmweb instead of mitmdump (flows in a browser)")
     server.add_argument("mitm_args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for mitmdump/mitmweb, after --")
 
-    login = command("login", cmd_login, "add a Claude subscription (browser sign-in) or, with --api, an API key")
+    login = command("login", _lazy("teamclaude.cli_accounts:cmd_login"), "add a Claude subscription (browser sign-in) or, with --api, an API key")
     login.add_argument("--api", action="store_true", help="store an Anthropic Console API key (asked without echo)")
     login.add_argument("--name", help="the account's name (default: its email, or api-key-N)")
 
-    imp = command("import", cmd_import, "add the account Claude Code is logged into")
+    imp = command("import", _lazy("teamclaude.cli_accounts:cmd_import"), "add the account Claude Code is logged into")
     imp.add_argument("--from", dest="source", metavar="PATH",
                      help="a Claude Code credentials file (default: ~/.claude/.credentials.json)")
     imp.add_argument("--name", help="the account's name (default: its email)")
 
-    accounts = command("accounts", cmd_accounts, "list accounts with plan, email and status")
+    accounts = command("accounts", _lazy("teamclaude.cli_accounts:cmd_accounts"), "list accounts with plan, email and status")
     accounts.add_argument("-v", "--verbose", action="store_true", help="also show token expiry, org, id and source")
 
-    remove = command("remove", cmd_remove, "remove an account")
+    remove = command("remove", _lazy("teamclaude.cli_accounts:cmd_remove"), "remove an account")
     remove.add_argument("name", help="the account's name (see 'teamclaude accounts')")
 
-    command("env", cmd_env, "print the shell exports that send Claude Code through the proxy")
+    command("env", _lazy("teamclaude.cli_proxy:cmd_env"), "print the shell exports that send Claude Code through the proxy")
 
-    run = command("run", cmd_run, "run Claude Code through the proxy (teamclaude run -- ARGS)")
+    run = command("run", _lazy("teamclaude.cli_proxy:cmd_run"), "run Claude Code through the proxy (teamclaude run -- ARGS)")
     run.add_argument("claude_args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for claude")
 
-    status = command("status", cmd_status, "show the running proxy's accounts, windows and capacity")
+    status = command("status", _lazy("teamclaude.cli_proxy:cmd_status"), "show the running proxy's accounts, windows and capacity")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
 
-    capacity = command("capacity", cmd_capacity, "pool capacity verdict (exit 0 green, 10 yellow, 20 red or no proxy)")
+    capacity = command("capacity", _lazy("teamclaude.cli_proxy:cmd_capacity"), "pool capacity verdict (exit 0 green, 10 yellow, 20 red or no proxy)")
     capacity.add_argument("--json", action="store_true", help="print JSON for scripts")
 
-    api = command("api", cmd_api, "GET an Anthropic API path with an account's fresh credentials")
+    api = command("api", _lazy("teamclaude.cli_proxy:cmd_api"), "GET an Anthropic API path with an account's fresh credentials")
     api.add_argument("path", help="e.g. /api/oauth/usage or /v1/models")
     api.add_argument("--account", metavar="NAME", help="which account (default: the first enabled one)")
 
@@ -93,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     deck.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     demo = command("demo", cmd_delegated, "try teamclaude with a fake upstream and three simulated accounts")
     demo.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    statusline = command("statusline", cmd_delegated,
+                         "one line about the pool's quota, for Claude Code's statusLine setting (see README)")
+    statusline.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     help_cmd = commands.add_parser("help", help="show help for teamclaude or one command")
     help_cmd.add_argument("topic", nargs="?", help="a command name")
@@ -102,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that own their options: everything after the name is theirs (argparse's
 # REMAINDER would refuse a first argument that starts with "--").
-_DELEGATED = {"demo": "teamclaude.demo", "deck": "deck.app"}
+_DELEGATED = {"demo": "teamclaude.demo", "deck": "deck.app", "statusline": "teamclaude.statusline"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,21 +129,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments and arguments[0] in _DELEGATED:
         return _delegate(arguments[0], arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(arguments)
+    args, unknown = parser.parse_known_args(arguments)
+    if unknown:
+        _refuse_unknown(parser, args, arguments, unknown)
     if args.command is None:
         parser.print_help()
         return 0
     if args.command == "help":
         return _help(parser, args.topic)
-    out = Console()
+    out = console()
     try:
         return args.handler(args, out)
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         print(f"teamclaude: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("teamclaude: interrupted", file=sys.stderr)
         return 130
+
+
+def console() -> Console:
+    """A rich console for command output. Outside a terminal (a pipe, a file) nothing is
+    wrapped or cut at 80 columns: tables keep their natural width unless COLUMNS says."""
+    import os
+
+    from rich.console import Console
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=PLAIN_WIDTH)
+
+
+# Wide enough that no table or line is ever wrapped when the output is not a terminal.
+PLAIN_WIDTH = 10_000
+
+# Commands that hand everything after `--` to another program.
+_PASSES_ON = {"run": "claude", "server": "mitmdump"}
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, arguments: list[str],
+                    unknown: list[str]) -> None:
+    """Unknown options: the command's own usage (not the top-level one) and, for a command
+    that passes options on, the same line with `--`. Exits 2 like argparse."""
+    command_parser = getattr(args, "command_parser", None)
+    if command_parser is None:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command in _PASSES_ON:
+        import shlex
+
+        rest = " ".join(shlex.quote(argument) for argument in arguments[1:])
+        command_parser.error(
+            f"{unknown[0]} is not an option of 'teamclaude {args.command}': options for "
+            f"{_PASSES_ON[args.command]} go after --, as in: teamclaude {args.command} -- {rest}"
+        )
+    command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
 
 
 def _help(parser: argparse.ArgumentParser, topic: str | None) -> int:

@@ -10,17 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from teamclaude.accounts_store import Account, AccountsStore, merge_duplicates
-from teamclaude.cli_common import CommandError, relative
+from teamclaude.cli_common import CommandError, proxy_status_cell, relative
 from teamclaude.credentials import UnknownAccount
 from teamclaude.importer import import_account
 from teamclaude.login import login_api_key, login_oauth
 from teamclaude.paths import display_path
 from teamclaude.settings import Settings, load_settings
-from teamclaude.statefile import read_state, token_problem
+from teamclaude.statefile import read_state
 
 NO_ACCOUNTS = (
     "No accounts yet. Add one with 'teamclaude login' (browser sign-in), "
@@ -54,7 +53,9 @@ def cmd_login(args: argparse.Namespace, out: Console) -> int:
         out.print(f"{verb} API-key account '{result.account.name}'. {PICKED_UP}")
         return 0
     read_line = (lambda: input("code> ")) if sys.stdin.isatty() else None
-    result = login_oauth(store, settings, name=args.name, read_line=read_line, out=lambda line: out.print(line, highlight=False))
+    # soft_wrap: a link must stay one line whatever the terminal width, or copying it breaks.
+    result = login_oauth(store, settings, name=args.name, read_line=read_line,
+                         out=lambda line: out.print(line, highlight=False, soft_wrap=True))
     account = result.account
     who = account.email or "the account"
     plan = f" ({account.plan})" if account.plan else ""
@@ -128,19 +129,14 @@ def cmd_accounts(args: argparse.Namespace, out: Console) -> int:
 
 
 def account_status(account: Account, live: dict[str, Any] | None, now: float) -> str:
-    """What `teamclaude accounts` says about an account (the proxy's view when it runs)."""
+    """What `teamclaude accounts` says about an account: the running proxy's word, the same
+    as `teamclaude status` (cli_common.proxy_status_cell), else what the file alone tells."""
     if account.disabled:
         return "[dim]disabled[/]"
-    if live is not None and (live.get("needs_login") or live.get("status") == "needs-login"):
-        return "[red]needs login[/] (teamclaude login)"
     if account.type == "oauth" and not account.refresh_token and account.expires_at and account.expires_at / 1000 < now:
         return "[red]needs login[/] (token expired, no refresh token)"
-    problem = token_problem(live) if live is not None else None
-    if problem is not None:
-        return f"[red]{escape(problem)}[/]"
-    if live is not None and live.get("status") == "benched":
-        until = live.get("bench_until")
-        return f"[yellow]benched[/] {relative(until, now) if until else ''}".rstrip()
+    if live is not None:
+        return proxy_status_cell(live, now)
     return "[green]ok[/]"
 
 

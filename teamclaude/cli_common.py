@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from rich.markup import escape
+
+from teamclaude.statefile import token_problem
+
 
 class CommandError(Exception):
     """A user-facing failure of a command: its message is printed as one line, no traceback."""
+
+
+def proxy_status_cell(account: dict[str, Any], now: float) -> str:
+    """The running proxy's status word for an account (rich markup), one wording for
+    `teamclaude status` and `teamclaude accounts`: ok, unknown (no answer seen yet),
+    benched 4m (reason), needs login, disabled."""
+    status = str(account.get("status", "?"))
+    if account.get("needs_login") or status == "needs-login":
+        return "[red]needs login[/] (teamclaude login)"
+    problem = token_problem(account)
+    if problem is not None:
+        return f"[red]{escape(problem)}[/]"
+    if status == "benched":
+        until = account.get("bench_until")
+        reason = account.get("bench_reason")
+        text = "[yellow]benched[/]"
+        if isinstance(until, (int, float)):
+            text += f" {duration(until - now)}"
+        return text + (f" ({reason})" if reason else "")
+    if status == "unknown":
+        return "[dim]unknown[/] (no answer yet)"
+    colour = {"ok": "green", "disabled": "dim"}.get(status, "yellow")
+    return f"[{colour}]{status}[/]"
 
 
 def duration(seconds: float) -> str:

@@ -17,16 +17,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from teamclaude.accounts_store import AccountsStore
-from teamclaude.cli_common import CommandError, dollars, duration, percent, relative, tokens
+from teamclaude.cli_common import CommandError, dollars, duration, percent, proxy_status_cell, relative, tokens
 from teamclaude.credentials import CredentialManager
 from teamclaude.importer import claude_code_has_login
 from teamclaude.oauth import OAUTH_BETA
 from teamclaude.settings import Settings, load_settings
-from teamclaude.statefile import read_state, token_problem
+from teamclaude.statefile import read_state
 
 PROXY_TIMEOUT_S = 5.0
 API_TIMEOUT_S = 60.0
@@ -227,24 +226,6 @@ def _window_cell(window: dict[str, Any] | None, now: float) -> str:
     return cell
 
 
-def _status_cell(account: dict[str, Any], now: float) -> str:
-    status = str(account.get("status", "?"))
-    if account.get("needs_login"):
-        return "[red]needs login[/]"
-    problem = token_problem(account)
-    if problem is not None:
-        return f"[red]{escape(problem)}[/]"
-    if status == "benched":
-        until = account.get("bench_until")
-        reason = account.get("bench_reason")
-        text = "[yellow]benched[/]"
-        if isinstance(until, (int, float)):
-            text += f" {duration(until - now)}"
-        return text + (f" ({reason})" if reason else "")
-    colour = {"ok": "green", "unknown": "dim", "disabled": "dim"}.get(status, "yellow")
-    return f"[{colour}]{status}[/]"
-
-
 def render_status(status: dict[str, Any], out: Console, *, now: float) -> None:
     proxy = status.get("proxy") or {}
     started = proxy.get("started_at")
@@ -271,7 +252,7 @@ def render_status(status: dict[str, Any], out: Console, *, now: float) -> None:
             usage = account.get("usage") or {}
             table.add_row(
                 str(account.get("name", "?")),
-                _status_cell(account, now),
+                proxy_status_cell(account, now),
                 _window_cell(windows.get("5h"), now),
                 _window_cell(windows.get("7d"), now),
                 f"{account.get('inflight', 0)}/{account.get('inflight_cap', '–')}",

@@ -13,6 +13,7 @@ LOCAL_PATHS = frozenset({
     "/teamclaude/status",
     "/teamclaude/capacity",
     "/capacity",
+    "/teamclaude/quota",
     "/teamclaude/switch",
     "/teamclaude/reload",
 })
@@ -35,6 +36,8 @@ async def answer(service: Service, method: str, path: str, body: bytes, config_p
         return 200, service.status()
     if route in (("GET", "/capacity"), ("GET", "/teamclaude/capacity")):
         return 200, service.capacity()
+    if route == ("GET", "/teamclaude/quota"):
+        return 200, service.quota()
     if route == ("POST", "/teamclaude/switch"):
         try:
             request = json.loads(body or b"{}")

@@ -115,6 +115,7 @@ async def transparent_retry(pool: Pool, flow: http.HTTPFlow, attempt: Attempt, v
             pool.redact_sent(flow, attempt)
         flow.response = http.Response.make(answer.status, b"", answer.headers)
         verdict = pool.observe(attempt, answer.status, flow.response.headers.items(multi=True))
+        pool.present_quota(flow.response, attempt)
         flow.response.raw_content = answer.body
         flow.response.headers["content-length"] = str(len(answer.body))
 

@@ -61,6 +61,7 @@ from teamclaude.fake.messages import (
     sse_events,
     validate_messages_body,
 )
+from teamclaude.fake.models import models_answer
 from teamclaude.fake.oauth import CLIENT_ID, profile_answer, token_answer, usage_answer
 from teamclaude.fake.server import ThreadedServer
 from teamclaude.fake.state import EXPIRED_TOKEN_MESSAGE, Recorded, TokenCall, UpstreamState
@@ -286,6 +287,18 @@ class FakeUpstream(UpstreamState, ThreadedServer):
             return ex.error(400, "invalid_request_error", "messages: Field required", rate_headers)
         return _json_reply(200, {"input_tokens": prompt_tokens(ex.req.body)}, rate_headers)
 
+    async def _models(self, ex: Exchange) -> Reply | None:
+        acct, fault, refusal = self._authenticated_call(ex)
+        if acct is None:
+            return refusal
+        if fault is not None and fault.kind not in DELIVERY_FAULTS:
+            return await self._fail(ex, fault, None)
+        query = {key: values[0] for key, values in parse_qs(ex.req.query).items()}
+        try:
+            return _json_reply(200, models_answer(query))
+        except ValueError as exc:
+            return ex.error(400, "invalid_request_error", str(exc))
+
     # ----------------------------------------------------------------- OAuth
 
     @staticmethod
@@ -418,6 +431,7 @@ class FakeUpstream(UpstreamState, ThreadedServer):
 _ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/v1/messages"): FakeUpstream._messages,
     ("POST", "/v1/messages/count_tokens"): FakeUpstream._count_tokens,
+    ("GET", "/v1/models"): FakeUpstream._models,
     ("POST", "/v1/oauth/token"): FakeUpstream._token,
     ("GET", "/oauth/authorize"): FakeUpstream._authorize,
     ("GET", "/api/oauth/profile"): FakeUpstream._profile,

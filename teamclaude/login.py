@@ -216,9 +216,11 @@ def login_oauth(
                                       challenge=pkce.challenge, state=paste_state)
             out("Browser on another machine? Open this link there instead and paste the code it shows:")
             out(f"\n  {paste_url}\n")
+        # Before the paste prompt: printed after it, the line would land on the prompt's line.
+        out(f"Waiting up to {timeout_s:g} s for the sign-in…")
+        if read_line is not None:
             threading.Thread(target=_read_pastes, args=(read_line, answers, out, done),
                              name="teamclaude-login-paste", daemon=True).start()
-        out(f"Waiting up to {timeout_s:g} s for the sign-in…")
         code = _await_code(answers, redirects, timeout_s, out)
     finally:
         done.set()

@@ -24,6 +24,7 @@ from teamclaude.attempt import HOLD_MARK, Attempt
 from teamclaude.credentials import NeedsLogin, OAuthError, UnknownAccount
 from teamclaude.hold import throttled_response_parts
 from teamclaude.inflate import MAX_INFLATED_BODY, BodyTooLarge, UndecodableBody, inflate
+from teamclaude.pool_headers import apply_pool_headers
 from teamclaude.service import Service
 from teamclaude.usage_tap import UsageTap, usage_from_json_body
 
@@ -216,6 +217,13 @@ class Pool:
         service.apply_verdict(account, verdict, now)
         return verdict
 
+    def present_quota(self, response: http.Response, attempt: Attempt) -> None:
+        """`pool_headers: true`: the answer's unified rate-limit headers describe the pool
+        (after `observe`, so the pool includes what this answer said)."""
+        if self.service.settings.pool_headers:
+            own = apply_pool_headers(response.headers, self.service.pool_windows(), attempt.request.model)
+            attempt.account_ratelimit = own or attempt.account_ratelimit
+
     def on_headers(self, flow: http.HTTPFlow, attempt: Attempt) -> None:
         """Response headers arrived: the request has left, so its credential leaves the flow."""
         assert flow.response is not None
@@ -223,6 +231,7 @@ class Pool:
         self.redact_sent(flow, attempt)
         response = flow.response
         attempt.verdict = self.observe(attempt, response.status_code, response.headers.items(multi=True))
+        self.present_quota(response, attempt)
         if response.headers.get("content-type", "").startswith("text/event-stream"):
             attempt.tap = UsageTap(response.headers.get("content-encoding"), keep_bytes=self._keep_stream_bytes())
             response.stream = attempt.tap

@@ -25,8 +25,9 @@ from teamclaude.activity import ActivityLog
 from teamclaude.credentials import CredentialManager
 from teamclaude.hold import Holds, Waker
 from teamclaude.paths import display_path, fingerprint
+from teamclaude.quota import PoolWindow, pool_windows, quota_document
 from teamclaude.settings import Settings, SettingsError, load_settings
-from teamclaude.statefile import StateWriter, read_state
+from teamclaude.statefile import StateWriter, bound_conversations, read_state
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +241,7 @@ class Service:
         engine = self.router.snapshot(now)
         tokens = {a.name: a.expires_at for a in self.credentials.accounts() if a.type == "oauth"}
         engine["capacity"] = self._with_holds(engine.get("capacity") or {}, now)
+        bound_conversations(engine.get("sessions") or [])
         for account in engine.get("accounts", []):
             account["token_expires_at_ms"] = tokens.get(account.get("name"))  # of the pair in use
             account.update(self.credentials.account_state(account.get("name", "")))
@@ -277,6 +279,22 @@ class Service:
     def capacity(self) -> dict[str, Any]:
         now = self.clock()
         return self._with_holds(self.router.capacity(now), now)
+
+    def quota(self) -> dict[str, Any]:
+        """The pool's quota per window (`GET /teamclaude/quota`, teamclaude.quota)."""
+        now = self.clock()
+        return quota_document(self._quota_accounts(now), now)
+
+    def pool_windows(self) -> dict[str, PoolWindow]:
+        now = self.clock()
+        return pool_windows(self._quota_accounts(now), now)
+
+    def _quota_accounts(self, now: float) -> list[dict[str, Any]]:
+        accounts = self.router.quota_accounts(now)
+        for account in accounts:
+            if account["name"] in self.credentials.needs_login:
+                account["needs_login"] = True
+        return accounts
 
     def _with_holds(self, capacity: dict[str, Any], now: float) -> dict[str, Any]:
         """The engine's capacity with the requests held now; never green while any is."""

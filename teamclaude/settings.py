@@ -73,6 +73,7 @@ class Settings:
     log_dir: Path | None = None
     log_bodies: bool = False
     telemetry: TelemetryMode = "pass"
+    pool_headers: bool = False
     oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
     oauth_authorize_url: str = DEFAULT_OAUTH_AUTHORIZE_URL
     oauth_profile_url: str = DEFAULT_OAUTH_PROFILE_URL
@@ -363,6 +364,7 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "log_dir": _optional_path,
     "log_bodies": _boolean,
     "telemetry": _telemetry,
+    "pool_headers": _boolean,
     "oauth_token_url": _url,
     "oauth_authorize_url": _url,
     "oauth_profile_url": _url,

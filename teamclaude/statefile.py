@@ -60,6 +60,27 @@ def token_problem(account: dict[str, Any]) -> str | None:
     return None
 
 
+# Subagent conversations listed per session (docs/state-file.md): the Deck draws the live
+# ones; a client inventing agent ids cannot grow the file past this.
+MAX_CONVERSATIONS = 32
+
+
+def bound_conversations(sessions: list[dict[str, Any]], limit: int = MAX_CONVERSATIONS) -> None:
+    """Keep at most `limit` conversations per session entry (in place): the main one, then
+    those with a request in flight, then the most recently used; `conversations_omitted`
+    counts the rest (their tokens stay in the session's usage)."""
+    for entry in sessions:
+        conversations = entry.get("conversations")
+        if not isinstance(conversations, list) or len(conversations) <= limit:
+            continue
+        ranked = sorted(
+            conversations,
+            key=lambda c: (c.get("conversation") is not None, not c.get("inflight"), -(c.get("last_used") or 0.0)),
+        )
+        entry["conversations"] = ranked[:limit]
+        entry["conversations_omitted"] = len(conversations) - limit
+
+
 def read_state(path: Path) -> dict[str, Any] | None:
     """The last state written, or None when missing or unreadable (a reader never crashes)."""
     try:

@@ -86,3 +86,13 @@ def copy_fixture(name: str, dest: Path) -> Path:
     target = dest / name
     shutil.copyfile(FIXTURES / name, target)
     return target
+
+
+AGENT_SESSIONS = ("main0001-aaaa", "bgjob002-bbbb", "plain003-cccc")
+
+
+def build_agents_home(root: Path) -> Path:
+    """Transcripts (and no pin.json at all) for the sessions of fixtures/agents.json."""
+    for sid in AGENT_SESSIONS:
+        write_transcript(root, sid, recent(NOW - 20), NOW - 20)
+    return root

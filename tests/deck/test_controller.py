@@ -85,3 +85,12 @@ def test_no_accounts_gives_a_notice():
 def test_empty_api_key_name_lets_the_store_choose():
     ui, effects = press(Ui(mode="api-key"), *"sk-ant-api03-K", "enter", "enter")
     assert effects == [AddApiKey("", "sk-ant-api03-K")] and ui.mode == "normal"
+
+
+def test_question_mark_opens_the_legend_and_any_key_closes_it():
+    ui, effects = press(Ui(bell=True), "?")
+    assert ui.mode == "legend" and effects == []
+    closed, effects = press(ui, "x")
+    assert closed.mode == "normal" and closed.bell and effects == [] and not closed.quit
+    assert press(ui, "esc")[0].mode == "normal"
+    assert press(ui, "q")[0].quit

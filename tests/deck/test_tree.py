@@ -64,3 +64,29 @@ def test_forests_sorted_by_tokens():
         m("r2", "C", tokens=100), m("c2", "D", "C", tokens=1),
     ])
     assert [tree.root.member.sid for tree in forest.trees] == ["r2", "r1"]
+
+
+def test_agents_hang_under_their_named_parent_and_sessions_without_issues_do_not_collide():
+    # Two sessions with no pin (empty issue) must not be taken as owners of one issue "".
+    forest = build_in_thread([
+        m("s1", "", tokens=100),
+        Member("s1/a", "", "", 40, 0.4, parent_node="s1"),
+        Member("s1/b", "", "", 5, 0.05, parent_node="s1/a"),
+        m("s2", "", tokens=7),
+        Member("s2/x", "", "", 3, 0.03, parent_node="s2"),
+        Member("lost", "", "", 1, 0.01, parent_node="nowhere"),  # parent gone: no tree of its own
+    ])
+    first, second = forest.trees
+    assert first.root.member.sid == "s1" and first.tokens == 145 and first.nodes == 3
+    assert [(p, n.member.sid) for p, n in tree_lines(first)] == [("", "s1"), ("└─ ", "s1/a"), ("   └─ ", "s1/b")]
+    assert second.root.member.sid == "s2" and second.tokens == 10
+    assert "lost" not in forest.placed
+
+
+def test_agent_cycle_does_not_hang():
+    forest = build_in_thread([
+        m("s", "", tokens=1),
+        Member("a", "", "", 1, 0.0, parent_node="b"),
+        Member("b", "", "", 1, 0.0, parent_node="a"),
+    ])
+    assert forest.trees == ()

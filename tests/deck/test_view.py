@@ -4,12 +4,13 @@ import time
 
 import pytest
 from rich.console import Console
+from rich.text import Text
 
 from deck.controller import Ui
 from deck.locallog import LocalLine
 from deck.monitor import Monitor
 from deck.presence import PresenceTracker
-from deck.sections import bar, utilization_style
+from deck.sections import bar, cut, utilization_style
 from deck.statefile import StateReader
 from deck.view import Frame, render, render_summary
 from tests.deck.claude_home import FIXTURES, NOW, build_fleet_home
@@ -116,7 +117,40 @@ def test_small_terminal_keeps_header_accounts_and_some_activity(monitor):
     for name in ("alice@example.com", "bob@example.com", "carol@example.com", "ci-key"):
         assert name in text
     assert "Activity" in text and "GET  /v1/models" in text
-    assert "q quit" in text.splitlines()[-1] or "q q" in text.splitlines()[-1]
+    assert text.splitlines()[-1].rstrip().endswith("? legend · q quit")
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 120, 160])
+def test_footer_always_ends_with_legend_and_quit(monitor, width):
+    footer = screen(monitor.frame(), width, 24).splitlines()[-1].rstrip()
+    assert footer.endswith("? legend · q quit") and "…" not in footer
+
+
+def test_legend_explains_headroom_and_live_at_80x24(monitor):
+    text = screen(monitor.frame(Ui(mode="legend")), 80, 24)
+    lines = text.splitlines()
+    assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
+    assert "headroom N" in text and "3 per live account − warm sessions" in text
+    assert "negative: more warm sessions than that" in text
+    assert "~ a request in flight, ⚙ a tool running" in text
+    assert "bg a background session" in text
+    assert lines[-1].startswith("any key closes the legend")
+
+
+def test_urls_are_left_out_rather_than_cut(monitor):
+    narrow = line_with(screen(monitor.frame(), 80, 24), "● YELLOW")
+    assert "http" not in narrow  # the listen address does not fit whole: not shown at all
+    wide = line_with(screen(monitor.frame(), 160, 48), "● YELLOW")
+    assert wide.rstrip().endswith("http://127.0.0.1:3456")
+
+
+def test_cut_never_ends_inside_a_url():
+    line = Text("see http://127.0.0.1:3456/teamclaude/status for more")
+    for width in range(5, 48):
+        plain = cut(line, width).plain
+        assert len(plain) <= width
+        assert "http" not in plain or "http://127.0.0.1:3456/teamclaude/status" in plain
+    assert cut(line, 60).plain == line.plain
 
 
 def test_too_small_terminal():

@@ -344,3 +344,9 @@ def test_new_tokens_get_obtained_at_and_files_without_it_still_load(tmp_path: Pa
     assert _alice(store).obtained_at is not None
     assert store.path.read_text().endswith("# end of accounts\n")
     assert "obtained_at" in read_error(tmp_path, SAMPLE.replace("expires_at: 1795000000000", "obtained_at: soon"))
+
+
+def test_the_engine_is_told_each_accounts_plan_and_email():
+    """The pool's quota weighs accounts by plan, and the state file shows both."""
+    spec = Account(name="alice", type="oauth", email="alice@example.com", plan="max", priority=2).to_spec()
+    assert (spec.name, spec.kind, spec.email, spec.plan, spec.priority) == ("alice", "oauth", "alice@example.com", "max", 2)

@@ -82,7 +82,9 @@ async def test_status_and_capacity_commands_answer_json_without_secrets(loaded):
     assert {a["name"] for a in json.loads(status)["accounts"]} == {"alice", "ci"}
     capacity = json.loads(run(tctx, "teamclaude.capacity"))
     assert capacity["total"] == 2 and capacity["verdict"] in ("green", "yellow", "red")
-    for text in (status, json.dumps(capacity)):
+    quota = run(tctx, "teamclaude.quota")
+    assert json.loads(quota)["accounts"] == 1 and set(json.loads(quota)["windows"]) == {"5h", "7d"}  # ci: an API key
+    for text in (status, json.dumps(capacity), quota):
         assert not [s for s in (PROXY_KEY, ALICE_ACCESS, ALICE_REFRESH, CI_KEY) if s in text]
 
 

@@ -23,7 +23,7 @@ async def test_writes_versioned_state_and_coalesces(tmp_path):
     task = asyncio.create_task(writer.run())
     for _ in range(50):
         writer.mark_dirty()
-    while (read_state(path) or {}).get("seq", 0) < 1:  # seq moves before the write lands
+    while (read_state(path) or {}).get("seq", 0) < 1:  # seq moves before the worker thread writes
         await asyncio.sleep(0.01)
     task.cancel()
     document = read_state(path)
@@ -36,7 +36,7 @@ async def test_heartbeat_moves_written_at(tmp_path):
     path = tmp_path / "state.json"
     writer = StateWriter(path, dict, min_interval_s=0.0, heartbeat_s=0.05)
     task = asyncio.create_task(writer.run())
-    while (read_state(path) or {}).get("seq", 0) < 3:
+    while (read_state(path) or {}).get("seq", 0) < 3:  # seq moves before the worker thread writes
         await asyncio.sleep(0.01)
     task.cancel()
     assert read_state(path)["seq"] >= 3
@@ -114,3 +114,15 @@ def test_encoding_in_slices_gives_the_bytes_of_one_json_dumps_call():
     expected = {"version": statefile.VERSION, "seq": 7, "written_at": 12.25, **snapshot}
     assert encoded == json.dumps(expected, separators=(",", ":"), allow_nan=False, default=str).encode()
     assert json.loads(encoded)["activity"][0]["path"] == "/p"
+
+
+def test_conversations_per_session_are_bounded_main_and_busy_ones_first():
+    conversations = [{"conversation": f"agent-{i}", "inflight": 0, "last_used": float(i)} for i in range(40)]
+    conversations[3]["inflight"] = 1
+    conversations.append({"conversation": None, "inflight": 0, "last_used": 0.0})
+    sessions = [{"id": "s", "conversations": conversations}, {"id": "small", "conversations": conversations[:2]}]
+    statefile.bound_conversations(sessions, limit=5)
+    kept = [c["conversation"] for c in sessions[0]["conversations"]]
+    assert kept == [None, "agent-3", "agent-39", "agent-38", "agent-37"]
+    assert sessions[0]["conversations_omitted"] == 36
+    assert len(sessions[1]["conversations"]) == 2 and "conversations_omitted" not in sessions[1]
