@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ async def one_stream(host: str, port: int, plan: Plan, index: int, headers: dict
             streams.now -= 1
             await connection.close()
     times = response.event_times
-    excesses = [max(0.0, later - earlier - plan.interval_s) for earlier, later in zip(times, times[1:])]
+    excesses = [max(0.0, later - earlier - plan.interval_s) for earlier, later in pairwise(times)]
     ok = response.status == 200 and response.complete and len(times) == plan.expected_events
     return StreamResult(
         ok=ok,

@@ -178,7 +178,7 @@ def summarise(cells: dict[tuple[str, str], Samples], targets: list[Target], work
                 for q, key in ((0.50, "added_p50_ms"), (0.99, "added_p99_ms")):
                     per_round = [
                         percentile(mine, q) - percentile(base, q)
-                        for mine, base in zip(cell.rounds, direct.rounds)
+                        for mine, base in zip(cell.rounds, direct.rounds, strict=True)
                         if mine and base
                     ]
                     row[key] = 1000 * statistics.median(per_round) if per_round else None

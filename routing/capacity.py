@@ -110,7 +110,7 @@ class LearnedCap:
         if self.peak_success <= 0 or self.value <= self.peak_success:
             return self.value
         elapsed = max(0.0, now - self.set_at)
-        factor = 0.5 ** (elapsed / CAP_HALF_LIFE_S)
+        factor: float = 0.5 ** (elapsed / CAP_HALF_LIFE_S)  # float ** float is typed Any
         return self.peak_success + (self.value - self.peak_success) * factor
 
     def on_success(self, burn: int, utilization_5h: float | None, now: float) -> None:

@@ -122,7 +122,7 @@ class CredentialManager:
         ]
         results = await asyncio.gather(*(self._fresh(name, False, now) for name in due), return_exceptions=True)
         outcome: dict[str, str | None] = {}
-        for name, result in zip(due, results):
+        for name, result in zip(due, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result
             outcome[name] = str(result) if isinstance(result, Exception) else None

@@ -74,7 +74,7 @@ def test_client_mode_gives_a_retryable_throttle_and_the_retry_streams_elsewhere(
             "x-fake-chunks": "4", "x-fake-chunk-interval-ms": "150"})
         response = connection.getresponse()
         arrivals = []
-        while piece := response.read1(65536):
+        while response.read1(65536):
             arrivals.append(time.monotonic())
         connection.close()
         assert response.status == 200 and arrivals[-1] - arrivals[0] >= 0.4

@@ -6,6 +6,7 @@ import http.client
 import json
 import subprocess
 import time
+from itertools import pairwise
 
 import anthropic
 import pytest
@@ -51,7 +52,7 @@ def awkward_chunks() -> list[bytes]:
     """The SSE bytes cut so events straddle chunk boundaries."""
     data = b"".join(SSE_EVENTS)
     cuts = [0, 37, 300, 301, 420, 610, len(data)]
-    return [data[a:b] for a, b in zip(cuts, cuts[1:])]
+    return [data[a:b] for a, b in pairwise(cuts)]
 
 
 @pytest.fixture()

@@ -78,7 +78,7 @@ def test_env_prints_exports_and_keeps_the_key(env: Env, capsys: pytest.CaptureFi
     key = env.store.read().proxy_key
     assert code == 0 and key and key.startswith("tc-")
     assert out.splitlines() == [
-        f"export ANTHROPIC_BASE_URL=http://127.0.0.1:3456",
+        "export ANTHROPIC_BASE_URL=http://127.0.0.1:3456",
         f'export ANTHROPIC_CUSTOM_HEADERS="x-teamclaude-key: {key}"',
         f"export ANTHROPIC_AUTH_TOKEN={key}",
     ]

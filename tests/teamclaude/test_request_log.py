@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gzip
 import json
 import logging
 import os
 import stat
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from mitmproxy import http
