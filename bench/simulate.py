@@ -290,7 +290,7 @@ class SessionRun:
 
 
 class BaselineRouter(Router):
-    """Baselines share the usable set of SPEC §5 as written: every account stops at the
+    """Baselines share the usable set of behaviour §5 as written: every account stops at the
     switch threshold (no draining before a weekly reset; that is our policy's)."""
 
     def _usable(self, state, facts, request: RequestInfo, now: float) -> bool:

@@ -1,4 +1,4 @@
-"""`teamclaude deck` / `python -m deck`: the live dashboard process (SPEC §10).
+"""`teamclaude deck` / `python -m deck`: the live dashboard process (behaviour §10).
 
 On a terminal: a full-screen view redrawn about four times a second, with keyboard
 actions. Otherwise: a plain-text summary every `--interval` seconds. `--once` prints one

@@ -1,4 +1,4 @@
-"""The orchestration forest built from the pins of live sessions (SPEC §10, Tree).
+"""The orchestration forest built from the pins of live sessions (behaviour §10, Tree).
 
 A session's parent is the live session pinned to the issue named by its `parentId`. A tree
 root is a live lead (a session with at least one live child) whose own parent is not live.

@@ -85,7 +85,7 @@ class UsageTotals:
 
 @dataclass(frozen=True)
 class PaceFacts:
-    """An account's position at one instant (SPEC §5 definitions)."""
+    """An account's position at one instant (behaviour §5 definitions)."""
 
     utilization_5h: float | None
     utilization_7d: float | None

@@ -1,4 +1,4 @@
-"""Capacity model (SPEC §8.2): 5-hour burn, the learned 5-hour cap, and the pool verdict.
+"""Capacity model (behaviour §8.2): 5-hour burn, the learned 5-hour cap, and the pool verdict.
 
 Burn counts the tokens that consume quota: input, cache writes and output (not cache reads).
 It is kept in fixed 5-minute buckets so the 5-hour sum costs O(1) amortised per call and
@@ -187,7 +187,7 @@ class AccountCapacity:
 def pool_capacity(
     accounts: list[AccountCapacity], soonest_reset: float | None, now: float
 ) -> dict[str, Any]:
-    """The SPEC §9 `/capacity` document from per-account lines.
+    """The behaviour §9 `/capacity` document from per-account lines.
 
     headroom = live unconstrained accounts × 3 − warm sessions; verdict red when no account
     is live, yellow when any is benched or headroom ≤ 1, else green.

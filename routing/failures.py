@@ -1,4 +1,4 @@
-"""What an upstream answer means for the account and for the request (SPEC §6). Pure."""
+"""What an upstream answer means for the account and for the request (behaviour §6). Pure."""
 
 from __future__ import annotations
 

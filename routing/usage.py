@@ -1,4 +1,4 @@
-"""Token usage of one response and what it costs (SPEC §8.1)."""
+"""Token usage of one response and what it costs (behaviour §8.1)."""
 
 from __future__ import annotations
 

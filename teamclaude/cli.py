@@ -1,4 +1,4 @@
-"""`teamclaude`: manage pooled Claude accounts and point Claude Code at the proxy (SPEC §12)."""
+"""`teamclaude`: manage pooled Claude accounts and point Claude Code at the proxy (behaviour §12)."""
 
 from __future__ import annotations
 

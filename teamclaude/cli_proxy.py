@@ -62,7 +62,7 @@ def proxy_url(settings: Settings) -> str:
 
 
 def client_env(settings: Settings, store: AccountsStore, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The variables that send Claude Code through the proxy (SPEC §12)."""
+    """The variables that send Claude Code through the proxy (behaviour §12)."""
     key = store.ensure_proxy_key()
     variables = {
         "ANTHROPIC_BASE_URL": proxy_url(settings),

@@ -1,4 +1,4 @@
-"""Fresh credentials for the proxy (SPEC §7.3), on mitmproxy's asyncio loop.
+"""Fresh credentials for the proxy (behaviour §7.3), on mitmproxy's asyncio loop.
 
 Refresh tokens are single use and shared with other processes (the CLI, Claude Code for
 imported accounts), so a refresh happens inside the accounts-file lock: the file is re-read,

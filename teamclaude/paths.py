@@ -1,4 +1,4 @@
-"""Where teamclaude keeps its files by default (SPEC §2)."""
+"""Where teamclaude keeps its files by default (behaviour §2)."""
 
 from __future__ import annotations
 

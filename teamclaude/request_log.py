@@ -1,4 +1,4 @@
-"""The request log (SPEC §11, docs/request-log.md): one JSON file per request in a private directory.
+"""The request log (behaviour §11, docs/request-log.md): one JSON file per request in a private directory.
 
 `Entry` is gathered on the event loop from what the addon already holds: small JSON-ready
 facts, header lists, and references to body bytes only when bodies are logged. Everything

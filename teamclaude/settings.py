@@ -1,4 +1,4 @@
-"""The settings file (SPEC §2): human-edited YAML, validated with line-accurate errors.
+"""The settings file (behaviour §2): human-edited YAML, validated with line-accurate errors.
 
 The program never rewrites this file (comments survive); it only creates it once from
 `config.example.yaml`, which ships inside the package so `pip install .` carries it.

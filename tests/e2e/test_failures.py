@@ -1,4 +1,4 @@
-"""Failures end to end (SPEC §6): failover, holds, 401/403/5xx, resets, through the real proxy."""
+"""Failures end to end (behaviour §6): failover, holds, 401/403/5xx, resets, through the real proxy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The request log: record format, redaction, file modes, pruning, never blocking (SPEC §11)."""
+"""The request log: record format, redaction, file modes, pruning, never blocking (behaviour §11)."""
 
 from __future__ import annotations
 
