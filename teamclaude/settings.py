@@ -21,6 +21,7 @@ from routing.config import RoutingConfig
 from teamclaude.atomic import atomic_write
 from teamclaude import yamlsafe
 from teamclaude.paths import config_path, default_state_path, display_path
+from teamclaude.urls import http_url
 
 DEFAULT_OAUTH_TOKEN_URL = "https://platform.claude.com/v1/oauth/token"
 DEFAULT_OAUTH_AUTHORIZE_URL = "https://claude.ai/oauth/authorize"
@@ -91,8 +92,7 @@ class Settings:
 
     @property
     def listen_url(self) -> str:
-        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
-        return f"http://{host}:{self.port}"
+        return http_url(self.listen_host, self.port)
 
 
 # Keys a person may write in config.yaml, in the order of the dataclass.
