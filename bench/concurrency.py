@@ -51,6 +51,7 @@ from bench.procs import (  # noqa: E402
     machine,
     write_results,
 )
+from teamclaude.urls import split_host_port  # noqa: E402
 
 # Events the fake sends besides the text deltas: message_start, content_block_start, ping,
 # content_block_stop, message_delta, message_stop (teamclaude/fake/messages.py).
@@ -185,7 +186,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         fake = FakeUpstreamProcess(accounts, root)
         fake.start()
         try:
-            fake_host, fake_port = fake.url.removeprefix("http://").rsplit(":", 1)
+            fake_host, fake_port = split_host_port(fake.url)
             for count in args.streams:
                 plan = Plan(count, chunks, args.interval_ms / 1000, args.ramp)
                 if args.direct:
