@@ -59,8 +59,8 @@ def main() -> None:
         data = body(turns)
         assert rewrite_account_uuid(data, MINE).status == "rewritten" and repair(data).body is data
         rows.append({"turns": turns, "body_kib": round(len(data) / 1024),
-                     "user_id_ms": round(median_ms(lambda: rewrite_account_uuid(data, MINE)), 2),
-                     "tool_pairs_ms": round(median_ms(lambda: repair(data)), 2)})
+                     "user_id_ms": round(median_ms(lambda data=data: rewrite_account_uuid(data, MINE)), 2),
+                     "tool_pairs_ms": round(median_ms(lambda data=data: repair(data)), 2)})
     print(f"{'turns':>6} {'body KiB':>9} {'user_id ms':>11} {'tool_pairs ms':>14}")
     for row in rows:
         print(f"{row['turns']:>6} {row['body_kib']:>9} {row['user_id_ms']:>11} {row['tool_pairs_ms']:>14}")

@@ -41,7 +41,8 @@ def main() -> None:
             result["rss_before_mib"] = round(peak_rss_mib(proxy.process.pid))
             for path, key in (("/v1/messages", True), ("/v1/oauth/token", False)):
                 started, gaps = threading.Event(), []
-                stream = threading.Thread(target=lambda: gaps.extend(stream_gaps(proxy.url, 400, 25, started.set)))
+                stream = threading.Thread(target=lambda gaps=gaps, started=started: gaps.extend(
+                    stream_gaps(proxy.url, 400, 25, started.set)))
                 stream.start()
                 started.wait(30)
                 began = time.perf_counter()

@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from bench.procs import (  # noqa: E402
     machine,
     write_results,
 )
+from teamclaude.urls import split_host_port  # noqa: E402
 
 # Events the fake sends besides the text deltas: message_start, content_block_start, ping,
 # content_block_stop, message_delta, message_stop (teamclaude/fake/messages.py).
@@ -106,7 +108,7 @@ async def one_stream(host: str, port: int, plan: Plan, index: int, headers: dict
             streams.now -= 1
             await connection.close()
     times = response.event_times
-    excesses = [max(0.0, later - earlier - plan.interval_s) for earlier, later in zip(times, times[1:])]
+    excesses = [max(0.0, later - earlier - plan.interval_s) for earlier, later in pairwise(times)]
     ok = response.status == 200 and response.complete and len(times) == plan.expected_events
     return StreamResult(
         ok=ok,
@@ -184,7 +186,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         fake = FakeUpstreamProcess(accounts, root)
         fake.start()
         try:
-            fake_host, fake_port = fake.url.removeprefix("http://").rsplit(":", 1)
+            fake_host, fake_port = split_host_port(fake.url)
             for count in args.streams:
                 plan = Plan(count, chunks, args.interval_ms / 1000, args.ramp)
                 if args.direct:

@@ -51,6 +51,7 @@ from bench.procs import (  # noqa: E402
     machine,
     write_results,
 )
+from teamclaude.urls import split_host_port  # noqa: E402
 
 TARGETS = ("direct", "bare", "teamclaude")
 
@@ -178,7 +179,7 @@ def summarise(cells: dict[tuple[str, str], Samples], targets: list[Target], work
                 for q, key in ((0.50, "added_p50_ms"), (0.99, "added_p99_ms")):
                     per_round = [
                         percentile(mine, q) - percentile(base, q)
-                        for mine, base in zip(cell.rounds, direct.rounds)
+                        for mine, base in zip(cell.rounds, direct.rounds, strict=True)
                         if mine and base
                     ]
                     row[key] = 1000 * statistics.median(per_round) if per_round else None
@@ -233,7 +234,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             bare.start()
             proxy, _ = start_teamclaude(root / "teamclaude", fake.url, accounts)
             assert proxy.process is not None and proxy.port is not None
-            fake_host, fake_port = fake.url.removeprefix("http://").rsplit(":", 1)
+            fake_host, fake_port = split_host_port(fake.url)
             targets = [
                 Target("direct", fake_host, int(fake_port), None),
                 Target("bare", "127.0.0.1", bare.port, bare.pid),

@@ -240,7 +240,7 @@ def build_workload(scenario: Scenario, duration: float, seed: int) -> list[Sessi
             start = EPOCH + day * DAY + rng.uniform(-3 * HOUR, 6 * HOUR)  # 09:00-18:00
             if not EPOCH <= start < EPOCH + duration:
                 continue
-            for k in range(20):
+            for _ in range(20):
                 counter += 1
                 length = rng.uniform(5 * 60, 20 * 60)
                 plans.append(SessionPlan(
@@ -290,7 +290,7 @@ class SessionRun:
 
 
 class BaselineRouter(Router):
-    """Baselines share the usable set of SPEC §5 as written: every account stops at the
+    """Baselines share the usable set of behaviour §5 as written: every account stops at the
     switch threshold (no draining before a weekly reset; that is our policy's)."""
 
     def _usable(self, state, facts, request: RequestInfo, now: float) -> bool:

@@ -1,6 +1,6 @@
 """Carrying out the Deck's keyboard actions, off the render loop.
 
-Switch and reload are POSTs to the running proxy's own endpoints (SPEC §9), authenticated
+Switch and reload are POSTs to the running proxy's own endpoints (behaviour §9), authenticated
 with the proxy key from its accounts file. Add and remove change the accounts file through
 the same store and importer the CLI uses; the proxy notices the change by itself. Every
 result becomes one line of the Deck's local activity log. Messages never include the key.

@@ -1,4 +1,4 @@
-"""`teamclaude deck` / `python -m deck`: the live dashboard process (SPEC §10).
+"""`teamclaude deck` / `python -m deck`: the live dashboard process (behaviour §10).
 
 On a terminal: a full-screen view redrawn about four times a second, with keyboard
 actions. Otherwise: a plain-text summary every `--interval` seconds. `--once` prints one
@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType
-from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Console
 from rich.live import Live
@@ -32,6 +31,7 @@ from deck.presence import PresenceTracker, claude_dir
 from deck.statefile import StateReader
 from deck.terminal import KeyboardInput
 from deck.view import Frame, render, render_summary
+from teamclaude.urls import connect_host, http_url, split_host_port
 
 FRAME_S = 0.25
 PLAIN_WIDTH = 100
@@ -54,14 +54,8 @@ def connect_url(listen: str) -> str:
     """The proxy's listen address as a URL to connect to (a wildcard host means this host)."""
     if not listen:
         return ""
-    parts = urlsplit(listen if "://" in listen else f"http://{listen}")
-    host = parts.hostname or "127.0.0.1"
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme or "http", netloc, "", "", ""))
+    host, port = split_host_port(listen)
+    return http_url(connect_host(host), port)
 
 
 def action_target(state: State | None) -> Target:

@@ -1,4 +1,4 @@
-"""Which sessions the Deck shows, from Claude Code's own files (SPEC §10, Presence).
+"""Which sessions the Deck shows, from Claude Code's own files (behaviour §10, Presence).
 
 A session shows iff a tool is running in it, its last real turn (newest `user`/`assistant`
 transcript entry carrying a `timestamp`) is at most 30 minutes old, or it started at most

@@ -1,4 +1,4 @@
-"""The orchestration forest built from the pins of live sessions (SPEC §10, Tree) and the
+"""The orchestration forest built from the pins of live sessions (behaviour §10, Tree) and the
 agents the proxy saw in their traffic.
 
 A session's parent is the live session pinned to the issue named by its `parentId`. A

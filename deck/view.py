@@ -134,7 +134,7 @@ def _main_column(frame: Frame, width: int, room: int, reserve_activity: bool = F
     allowance = _share_rows([len(group.rows) for group in groups], spare - len(shown_tree))
 
     lines = list(shown_tree)
-    for group, count in zip(groups, allowance):
+    for group, count in zip(groups, allowance, strict=True):
         hidden = len(group.rows) - count
         lines.append(sections.account_header(group, state, now, width, hidden))
         lines.append(sections.account_bars(group.account, now, width))

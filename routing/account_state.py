@@ -74,23 +74,18 @@ class UsageTotals:
     def restore(cls, data: object) -> UsageTotals:
         if not isinstance(data, dict):
             return cls()
-        counts = {
-            key: value
-            for key in ("input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read")
-            if isinstance(value := data.get(key), int) and not isinstance(value, bool) and value >= 0
-        }
         requests = data.get("requests")
         cost = data.get("cost_usd")
         return cls(
             requests=requests if isinstance(requests, int) and not isinstance(requests, bool) and requests >= 0 else 0,
-            usage=Usage(**counts),
+            usage=Usage.restore(data),
             cost_usd=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0 else 0.0,
         )
 
 
 @dataclass(frozen=True)
 class PaceFacts:
-    """An account's position at one instant (SPEC §5 definitions)."""
+    """An account's position at one instant (behaviour §5 definitions)."""
 
     utilization_5h: float | None
     utilization_7d: float | None
@@ -117,7 +112,6 @@ class AccountState:
         self.needs_login = False
         self.bench: Bench | None = None
         self.family_benches: dict[str, Bench] = {}
-        self.last_status: int | None = None
         self.last_seen: float | None = None
         self.usage = UsageTotals()
         self.burn = BurnMeter()
@@ -135,7 +129,6 @@ class AccountState:
 
     def observe(self, status: int, limits: RateLimits, now: float) -> None:
         """Store what one response's headers said. A 2xx proves the account."""
-        self.last_status = status
         self.last_seen = now
         if 200 <= status < 300:
             self.proven = True
@@ -282,12 +275,6 @@ class AccountState:
             del self.family_benches[family]
             return None
         return bench
-
-    def clear_passed_benches(self, now: float) -> None:
-        if self.bench is not None and self.bench.until <= now:
-            self.bench = None
-        for family in [f for f, b in self.family_benches.items() if b.until <= now]:
-            del self.family_benches[family]
 
     def status(self, now: float) -> str:
         if self.spec.disabled:

@@ -1,4 +1,4 @@
-"""Capacity model (SPEC §8.2): 5-hour burn, the learned 5-hour cap, and the pool verdict.
+"""Capacity model (behaviour §8.2): 5-hour burn, the learned 5-hour cap, and the pool verdict.
 
 Burn counts the tokens that consume quota: input, cache writes and output (not cache reads).
 It is kept in fixed 5-minute buckets so the 5-hour sum costs O(1) amortised per call and
@@ -110,7 +110,7 @@ class LearnedCap:
         if self.peak_success <= 0 or self.value <= self.peak_success:
             return self.value
         elapsed = max(0.0, now - self.set_at)
-        factor = 0.5 ** (elapsed / CAP_HALF_LIFE_S)
+        factor: float = 0.5 ** (elapsed / CAP_HALF_LIFE_S)  # float ** float is typed Any
         return self.peak_success + (self.value - self.peak_success) * factor
 
     def on_success(self, burn: int, utilization_5h: float | None, now: float) -> None:
@@ -187,7 +187,7 @@ class AccountCapacity:
 def pool_capacity(
     accounts: list[AccountCapacity], soonest_reset: float | None, now: float
 ) -> dict[str, Any]:
-    """The SPEC §9 `/capacity` document from per-account lines.
+    """The behaviour §9 `/capacity` document from per-account lines.
 
     headroom = live unconstrained accounts × 3 − warm sessions; verdict red when no account
     is live, yellow when any is benched or headroom ≤ 1, else green.

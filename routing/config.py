@@ -1,4 +1,4 @@
-"""Tunables of the routing engine, one field per settings key (SPEC §2)."""
+"""Tunables of the routing engine, one field per settings key (behaviour §2)."""
 
 from __future__ import annotations
 

@@ -461,7 +461,7 @@ class Router:
             "live": line["live"],
         }
 
-    # -- persistence (SPEC §8.3) -----------------------------------------------------
+    # -- persistence (behaviour §8.3) -----------------------------------------------------
 
     def export_persistent(self, now: float) -> dict[str, Any]:
         return persistence.export_router(

@@ -1,4 +1,4 @@
-"""What an upstream answer means for the account and for the request (SPEC §6). Pure."""
+"""What an upstream answer means for the account and for the request (behaviour §6). Pure."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def classify_429(limits: RateLimits, model: str | None, now: float, ladder: tupl
     """
     rejected = _rejected_windows(limits, model)
     if rejected:
-        resets = [limits.windows[name].reset for name in rejected if limits.windows[name].reset is not None]
+        resets = [reset for name in rejected if (reset := limits.windows[name].reset) is not None]
         until = max(resets) if resets else None
         if limits.retry_after is not None:
             until = max(until or 0.0, now + limits.retry_after)

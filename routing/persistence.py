@@ -1,4 +1,4 @@
-"""What survives a restart (SPEC §8.3): usage totals, burn buckets, learned caps and the
+"""What survives a restart (behaviour §8.3): usage totals, burn buckets, learned caps and the
 last quota windows. Benches, in-flight counts and streaks do not.
 
 The saved form is plain JSON kept under `persist` in the state file. Reading it is

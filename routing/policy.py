@@ -1,4 +1,4 @@
-"""The selection procedure of SPEC §5, over a per-request view of the usable accounts.
+"""The selection procedure of behaviour §5, over a per-request view of the usable accounts.
 
 Pure functions: the engine builds one `Candidate` per usable account (O(accounts)) and
 asks `keep_failure` whether a bound account may keep its session, `drain_target` whether

@@ -1,4 +1,4 @@
-"""Parse Anthropic's `anthropic-ratelimit-*` response headers (SPEC §4).
+"""Parse Anthropic's `anthropic-ratelimit-*` response headers (behaviour §4).
 
 Pure: takes header pairs, returns values. Malformed values are kept raw and ignored for
 decisions; nothing here raises on hostile input.

@@ -1,4 +1,4 @@
-"""Read what routing needs from a client request: model, stream flag, session id (SPEC §3.4)."""
+"""Read what routing needs from a client request: model, stream flag, session id (behaviour §3.4)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 AccountKind = Literal["oauth", "apikey"]
 
@@ -47,6 +47,3 @@ class Decision:
     detail: str
     session_id: str | None
     ticket: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)

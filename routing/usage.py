@@ -1,4 +1,4 @@
-"""Token usage of one response and what it costs (SPEC §8.1)."""
+"""Token usage of one response and what it costs (behaviour §8.1)."""
 
 from __future__ import annotations
 
@@ -87,6 +87,17 @@ class Usage:
             "cache_write_1h": self.cache_write_1h,
             "cache_read": self.cache_read,
         }
+
+    @classmethod
+    def restore(cls, data: dict[str, object]) -> Usage:
+        """The inverse of `as_dict`: anything that is not a non-negative count reads as 0."""
+        return cls(
+            input_tokens=_count(data.get("input_tokens")),
+            output_tokens=_count(data.get("output_tokens")),
+            cache_write_5m=_count(data.get("cache_write_5m")),
+            cache_write_1h=_count(data.get("cache_write_1h")),
+            cache_read=_count(data.get("cache_read")),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The accounts file (SPEC §7.1): accounts and their secrets, shared by the CLI and the proxy.
+"""The accounts file (behaviour §7.1): accounts and their secrets, shared by the CLI and the proxy.
 
 Both the CLI and a running proxy write this file (login, import, remove, token refresh), so
 every write is a read-modify-write under an exclusive lock on a sidecar file, and entries

@@ -24,7 +24,7 @@ from mitmproxy.log import ALERT
 from teamclaude import endpoints, errors, export, failover, gate, mitm_compat, own_flows, request_log, rewrite, routes, startup
 from teamclaude.accounts_store import AccountsError
 from teamclaude.fail_closed import FailClosed
-from teamclaude.paths import http_url
+from teamclaude.urls import http_url
 from teamclaude.pool import KEEP_STREAM_BYTES, Pool, usage_of_whole_body
 from teamclaude.request_log import RequestLog
 from teamclaude.routes import Route

@@ -1,4 +1,4 @@
-"""`teamclaude`: manage pooled Claude accounts and point Claude Code at the proxy (SPEC §12).
+"""`teamclaude`: manage pooled Claude accounts and point Claude Code at the proxy (behaviour §12).
 
 Command modules are imported only when their command runs: `teamclaude statusline` runs
 after every Claude Code message and must not pay for rich, mitmproxy or the login code.

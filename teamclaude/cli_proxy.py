@@ -26,6 +26,7 @@ from teamclaude.importer import claude_code_has_login
 from teamclaude.oauth import OAUTH_BETA
 from teamclaude.settings import Settings, load_settings
 from teamclaude.statefile import read_state
+from teamclaude.urls import connect_host, http_url
 
 PROXY_TIMEOUT_S = 5.0
 API_TIMEOUT_S = 60.0
@@ -51,18 +52,16 @@ def proxy_url(settings: Settings) -> str:
     A wildcard listen address is reached through loopback; with `port: 0` the port the
     running proxy actually got is read from its state file.
     """
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.listen_host, settings.listen_host)
     if settings.port == 0:
         listen = ((read_state(settings.state_file) or {}).get("proxy") or {}).get("listen")
         if isinstance(listen, str) and listen.startswith("http"):
             return listen.rstrip("/")
         raise ProxyUnreachable("the settings say 'port: 0' and no running proxy has written its address yet")
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{settings.port}"
+    return http_url(connect_host(settings.listen_host), settings.port)
 
 
 def client_env(settings: Settings, store: AccountsStore, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The variables that send Claude Code through the proxy (SPEC §12)."""
+    """The variables that send Claude Code through the proxy (behaviour §12)."""
     key = store.ensure_proxy_key()
     variables = {
         "ANTHROPIC_BASE_URL": proxy_url(settings),

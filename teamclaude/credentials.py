@@ -1,4 +1,4 @@
-"""Fresh credentials for the proxy (SPEC §7.3), on mitmproxy's asyncio loop.
+"""Fresh credentials for the proxy (behaviour §7.3), on mitmproxy's asyncio loop.
 
 Refresh tokens are single use and shared with other processes (the CLI, Claude Code for
 imported accounts), so a refresh happens inside the accounts-file lock: the file is re-read,
@@ -172,7 +172,7 @@ class CredentialManager:
         ]
         results = await asyncio.gather(*(self._fresh(name, False, now) for name in due), return_exceptions=True)
         outcome: dict[str, str | None] = {}
-        for name, result in zip(due, results):
+        for name, result in zip(due, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result
             outcome[name] = str(result) if isinstance(result, Exception) else None

@@ -26,6 +26,7 @@ import yaml
 
 from teamclaude.fakeupstream import FakeAccount, FakeUpstream, demo_accounts
 from teamclaude.proxyproc import ProxyProcess
+from teamclaude.urls import split_host_port
 
 PREFERRED_PORT = 3456
 MODELS = ("claude-opus-4-5", "claude-sonnet-4-5", "claude-haiku-4-5")
@@ -73,8 +74,8 @@ class Traffic:
     """A few concurrent Claude Code-like sessions: streaming requests with session ids."""
 
     def __init__(self, proxy_url: str, proxy_key: str, sessions: int = 5) -> None:
-        self.host, port = proxy_url.removeprefix("http://").rsplit(":", 1)
-        self.port = int(port)
+        self.host, port = split_host_port(proxy_url)
+        self.port = port or 80
         self.proxy_key = proxy_key
         self.sessions = sessions
         self.stopping = threading.Event()

@@ -1,4 +1,4 @@
-"""The proxy's own HTTP endpoints (SPEC §9), answered without going upstream."""
+"""The proxy's own HTTP endpoints (behaviour §9), answered without going upstream."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Who may use the proxy and which paths bypass the pool (SPEC §3.2, §3.3). Pure functions."""
+"""Who may use the proxy and which paths bypass the pool (behaviour §3.2, §3.3). Pure functions."""
 
 from __future__ import annotations
 

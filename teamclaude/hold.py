@@ -1,4 +1,4 @@
-"""Holding requests while every account is throttled (SPEC §6.4)."""
+"""Holding requests while every account is throttled (behaviour §6.4)."""
 
 from __future__ import annotations
 

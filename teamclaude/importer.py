@@ -1,4 +1,4 @@
-"""Import the account Claude Code is logged into (SPEC §7.3).
+"""Import the account Claude Code is logged into (behaviour §7.3).
 
 Claude Code keeps its OAuth tokens in `~/.claude/.credentials.json` (or under
 `CLAUDE_CONFIG_DIR`) as `claudeAiOauth{accessToken, refreshToken, expiresAt,

@@ -1,4 +1,4 @@
-"""Claude OAuth over HTTP (SPEC §7.3): token refresh, code exchange, profile lookup.
+"""Claude OAuth over HTTP (behaviour §7.3): token refresh, code exchange, profile lookup.
 
 Blocking stdlib `urllib` calls; async callers run them with `asyncio.to_thread`. Nothing
 here puts a token into an exception, a log line or a repr.

@@ -1,4 +1,4 @@
-"""Where teamclaude keeps its files by default (SPEC §2)."""
+"""Where teamclaude keeps its files by default (behaviour §2)."""
 
 from __future__ import annotations
 
@@ -49,8 +49,3 @@ def fingerprint(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-
-
-def http_url(host: str, port: int) -> str:
-    """`http://HOST:PORT`, an IPv6 host in brackets."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

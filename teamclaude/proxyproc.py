@@ -16,6 +16,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from teamclaude.urls import connect_host, http_url
+
 # Logged by the addon once mitmproxy listens (so a script that failed to load never matches).
 _SERVING = re.compile(r"teamclaude: serving http://\[?([0-9a-fA-F.:]+?)\]?:(\d+) ")
 
@@ -66,7 +68,7 @@ class ProxyProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return http_url(self.host or "", self.port)
 
     def start(self, timeout: float = 30.0) -> ProxyProcess:
         self.process = subprocess.Popen(
@@ -89,8 +91,7 @@ class ProxyProcess:
                 sys.stdout.flush()
             match = _SERVING.search(line)
             if match and self.port is None:
-                host = match.group(1)
-                self.host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+                self.host = connect_host(match.group(1))
                 self.port = int(match.group(2))
                 self._listening.set()
         self._ended.set()

@@ -1,6 +1,6 @@
 """Taking credentials out of anything kept or written: stored flows, request logs, exports.
 
-SPEC §11 and §13. Pure functions over headers and bytes; no mitmproxy import.
+behaviour §11 and §13. Pure functions over headers and bytes; no mitmproxy import.
 
 Two layers: what is known to be a credential by its place (credential headers, token fields
 of `/v1/oauth/token` bodies) is replaced whatever it looks like; anything that looks like an

@@ -1,4 +1,4 @@
-"""The request log (SPEC §11, docs/request-log.md): one JSON file per request in a private directory.
+"""The request log (behaviour §11, docs/request-log.md): one JSON file per request in a private directory.
 
 `Entry` is gathered on the event loop from what the addon already holds: small JSON-ready
 facts, header lists, and references to body bytes only when bodies are logged. Everything
@@ -15,9 +15,11 @@ import logging
 import os
 import re
 import stat
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +41,9 @@ DIR_MODE = 0o700
 
 # tc-20250131T235959.123Z-<flow id>.json: the only names this logger writes or prunes.
 _NAME = re.compile(r"tc-(\d{8}T\d{6})\.(\d{3})Z-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.json")
+# A record is written under a hidden temporary name first (never one `_NAME` matches, nor
+# `*.json`), then renamed into place: readers and the pruner see whole files or nothing.
+_TEMP_PREFIX, _TEMP_SUFFIX = ".tc-writing-", ".tmp"
 _STOP = object()
 
 
@@ -275,18 +280,23 @@ class RequestLog:
         data = render(entry, bodies=self.bodies)
         if not self._dir_ready:
             self._prepare_directory()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        # mkstemp: O_EXCL (never follows a planted symlink), mode 0600 from the start.
+        fd, temporary = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=self.directory)
         try:
-            fd = os.open(self.directory / file_name(entry.started, entry.flow_id), flags, FILE_MODE)
-        except FileExistsError:  # the same flow again (a replay): a fresh name, never an overwrite
-            fd = os.open(self.directory / file_name(entry.started, str(uuid.uuid4())), flags, FILE_MODE)
-        try:
-            os.fchmod(fd, FILE_MODE)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            try:
+                os.fchmod(fd, FILE_MODE)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            target = self.directory / file_name(entry.started, entry.flow_id)
+            if os.path.lexists(target):  # the same flow again (a replay): a fresh name, never an overwrite
+                target = self.directory / file_name(entry.started, str(uuid.uuid4()))
+            os.rename(temporary, target)
         finally:
-            os.close(fd)
+            with suppress(FileNotFoundError):
+                os.unlink(temporary)  # only still there when something failed
 
     def _prepare_directory(self) -> None:
         """Create the directory 0700, or make an existing one of ours private."""

@@ -1,4 +1,4 @@
-"""Swap the client's credentials for an account's, and take them out again afterwards (SPEC §3.7, §11).
+"""Swap the client's credentials for an account's, and take them out again afterwards (behaviour §3.7, §11).
 
 Each function makes one pass over the header fields (mitmproxy `Headers.fields`, raw byte
 pairs) and assigns the result once: every `headers[name]` lookup on a mitmproxy `Headers`

@@ -162,7 +162,7 @@ class Service:
 
     # ----- failures and holds -----
     def apply_verdict(self, account: str, verdict: Verdict, now: float) -> None:
-        """The effect of a classified response on its account (SPEC §6)."""
+        """The effect of a classified response on its account (behaviour §6)."""
         if verdict.bench_until is not None:
             self.router.bench(account, verdict.bench_until, verdict.reason, now, verdict.bench_family)
             logger.warning("teamclaude: %s benched: %s", account, verdict.reason)

@@ -1,4 +1,4 @@
-"""The settings file (SPEC §2): human-edited YAML, validated with line-accurate errors.
+"""The settings file (behaviour §2): human-edited YAML, validated with line-accurate errors.
 
 The program never rewrites this file (comments survive); it only creates it once from
 `config.example.yaml`, which ships inside the package so `pip install .` carries it.
@@ -21,7 +21,8 @@ from routing.config import RoutingConfig
 from teamclaude.atomic import atomic_write
 from teamclaude import yamlsafe
 from teamclaude.gate import TELEMETRY_MODES, TelemetryMode
-from teamclaude.paths import config_path, default_state_path, display_path, http_url
+from teamclaude.paths import config_path, default_state_path, display_path
+from teamclaude.urls import http_url
 
 DEFAULT_OAUTH_TOKEN_URL = "https://platform.claude.com/v1/oauth/token"
 DEFAULT_OAUTH_AUTHORIZE_URL = "https://claude.ai/oauth/authorize"

@@ -1,4 +1,4 @@
-"""The live state file for the Deck (SPEC §2, docs/state-file.md).
+"""The live state file for the Deck (behaviour §2, docs/state-file.md).
 
 Written atomically, at most every `min_interval_s` while something changed, and at least
 every `heartbeat_s` so readers can tell a running proxy from a dead one. Snapshots are built

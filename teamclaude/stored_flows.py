@@ -1,4 +1,4 @@
-"""Credentials out of the flows mitmproxy keeps (mitmweb, `-w`, HAR, exports): SPEC §11.
+"""Credentials out of the flows mitmproxy keeps (mitmweb, `-w`, HAR, exports): behaviour §11.
 
 The addon calls these in the `response` and `error` hooks, when nothing more goes on the
 wire for the part being changed: a request has been sent by then, and a response only when

@@ -3,7 +3,7 @@
 mitmproxy calls the tap once per chunk read from upstream (TCP reads, not SSE events) and
 once with b"" at the end. The tap returns each chunk object itself, so the client receives
 exactly the upstream bytes with no delay; events split across chunks are reassembled in a
-side buffer used only for parsing (SPEC §8.1).
+side buffer used only for parsing (behaviour §8.1).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Simulated accounts of the fake upstream and the rate-limit headers they produce.
 
-The header math mirrors Anthropic's unified rate limits (SPEC §4): every window has a
+The header math mirrors Anthropic's unified rate limits (behaviour §4): every window has a
 budget, a used count and a reset; utilization = used / budget; status `allowed` below 0.8,
 `allowed_warning` from 0.8, `rejected` at 1.0 and above. Pure functions plus one small
 per-minute meter for API-key accounts; no I/O, time is always passed in.

@@ -1,5 +1,5 @@
 """OAuth of the fake upstream: access tokens with expiry, single-use refresh tokens,
-authorization codes bound to a PKCE S256 challenge (SPEC §7.3), and the bodies of the token,
+authorization codes bound to a PKCE S256 challenge (behaviour §7.3), and the bodies of the token,
 profile and usage answers."""
 
 from __future__ import annotations

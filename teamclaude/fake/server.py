@@ -11,6 +11,7 @@ import traceback
 from typing import Any, Self
 
 from teamclaude.fake.http11 import MAX_HEAD_BYTES, BadRequest, Request, read_request, response_head
+from teamclaude.urls import http_url
 
 
 class ThreadedServer:
@@ -65,7 +66,7 @@ class ThreadedServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        return http_url(self._host, self._port)
 
     def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
         loop = asyncio.new_event_loop()

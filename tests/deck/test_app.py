@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -94,8 +95,30 @@ def test_connect_url():
     assert connect_url("http://127.0.0.1:3456") == "http://127.0.0.1:3456"
     assert connect_url("http://0.0.0.0:3456") == "http://127.0.0.1:3456"
     assert connect_url("127.0.0.1:9000") == "http://127.0.0.1:9000"
-    assert connect_url("http://[::]:3456") == "http://127.0.0.1:3456"
+    assert connect_url("http://[::]:3456") == "http://[::1]:3456"  # "::" is bound IPv6-only
+    assert connect_url("http://[::1]:3456") == "http://[::1]:3456"
+    assert connect_url("http://:::3456") == "http://[::1]:3456"  # unbracketed, as the addon once wrote it
     assert connect_url("") == ""
+
+
+@pytest.mark.parametrize("listen", ["http://:::3456", "http://[::1]:3456"])
+def test_switch_with_an_ipv6_listen_address_does_not_crash(tmp_path, deck_env, listen):
+    state = copy_fixture("fleet.json", tmp_path)
+    document = json.loads(state.read_text())
+    document["proxy"]["listen"] = listen
+    state.write_text(json.dumps(document))
+    proc = PtyProcess([sys.executable, "-m", "deck", "--state", str(state)], deck_env, 100, 30, cwd=REPO)
+    try:
+        assert proc.read_until(b"carol@example.com"), proc.output[-2000:]
+        proc.send(b"s")
+        assert proc.read_until(b"Switch account")
+        proc.send(b"\r")
+        assert proc.read_until(b"no proxy key"), proc.output[-3000:]  # the action ran; no crash
+        proc.send(b"q")
+        assert proc.wait() == 0
+        assert b"Traceback" not in proc.output
+    finally:
+        proc.close()
 
 
 class CountingBell:

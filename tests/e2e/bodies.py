@@ -54,7 +54,7 @@ def stream_gaps(url: str, chunks: int, interval_ms: int, started=None) -> list[f
         response = connection.getresponse()
         assert response.status == 200, response.read()
         gaps, last = [], time.perf_counter()
-        while data := response.read1(65536):
+        while response.read1(65536):
             now = time.perf_counter()
             gaps.append(now - last)
             last = now

@@ -15,6 +15,7 @@ import yaml
 
 from teamclaude.fakeupstream import FakeAccount
 from teamclaude.proxyproc import ProxyProcess
+from teamclaude.urls import split_host_port
 
 PROXY_KEY = "tc-test-proxy-key-0123456789abcdefghij"
 
@@ -89,8 +90,8 @@ def start_proxy(cfg: ConfigDir, extra_args: Iterable[str] = ()) -> ProxyProcess:
 def call(proxy_url: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
          key: str | None = PROXY_KEY) -> tuple[int, dict[str, str], bytes]:
     """One HTTP request to the proxy; returns (status, headers, body)."""
-    host, port = proxy_url.removeprefix("http://").rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    host, port = split_host_port(proxy_url)
+    connection = http.client.HTTPConnection(host, port, timeout=30)
     all_headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
     if key is not None:
         all_headers["x-teamclaude-key"] = key

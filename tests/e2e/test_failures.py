@@ -1,4 +1,4 @@
-"""Failures end to end (SPEC §6): failover, holds, 401/403/5xx, resets, through the real proxy."""
+"""Failures end to end (behaviour §6): failover, holds, 401/403/5xx, resets, through the real proxy."""
 
 from __future__ import annotations
 
@@ -68,14 +68,13 @@ def test_client_mode_gives_a_retryable_throttle_and_the_retry_streams_elsewhere(
         assert headers["x-should-retry"] == "true" and headers["retry-after"] in ("0", "1")
         assert not [h for h in headers if h.startswith("anthropic-ratelimit-unified")]
         assert json.loads(body)["error"]["type"] == "rate_limit_error"
-        host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
-        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection = http.client.HTTPConnection(proxy.host, proxy.port, timeout=30)
         connection.request("POST", "/v1/messages", body=json.dumps(message_body(stream=True)), headers={
             "x-teamclaude-key": PROXY_KEY, "content-type": "application/json",
             "x-fake-chunks": "4", "x-fake-chunk-interval-ms": "150"})
         response = connection.getresponse()
         arrivals = []
-        while piece := response.read1(65536):
+        while response.read1(65536):
             arrivals.append(time.monotonic())
         connection.close()
         assert response.status == 200 and arrivals[-1] - arrivals[0] >= 0.4
@@ -206,8 +205,7 @@ def test_reset_mid_stream_reaches_the_client_as_a_cut_and_frees_the_slot(tmp_pat
     with proxy:
         pin(proxy, "alice")
         fake.inject("alice", "reset_midstream", after_events=3)
-        host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
-        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection = http.client.HTTPConnection(proxy.host, proxy.port, timeout=30)
         connection.request("POST", "/v1/messages", body=json.dumps(message_body(stream=True)),
                            headers={"x-teamclaude-key": PROXY_KEY, "content-type": "application/json", **FAST_STREAM})
         response = connection.getresponse()

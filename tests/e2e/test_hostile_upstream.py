@@ -35,8 +35,7 @@ def test_malformed_sse_and_garbled_headers_reach_the_client_unchanged(tmp_path):
         cfg = write_config(tmp_path, upstream.url, [oauth_account("alice")])
         with start_proxy(cfg) as proxy:
             for _ in range(2):
-                host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
-                connection = http.client.HTTPConnection(host, int(port), timeout=30)
+                connection = http.client.HTTPConnection(proxy.host, proxy.port, timeout=30)
                 connection.request("POST", "/v1/messages", body=json.dumps(message_body(stream=True)),
                                    headers={"x-teamclaude-key": PROXY_KEY, "content-type": "application/json"})
                 response = connection.getresponse()

@@ -1,4 +1,4 @@
-"""The leak audit (SPEC §11, §13): a whole session with every writer on, then every file and
+"""The leak audit (behaviour §11, §13): a whole session with every writer on, then every file and
 every printed line searched for every secret the session handled.
 
 OAuth and API-key accounts, a proxy-side token refresh (old and new tokens), a client-side

@@ -6,6 +6,7 @@ import http.client
 import json
 import subprocess
 import time
+from itertools import pairwise
 
 import anthropic
 import pytest
@@ -51,7 +52,7 @@ def awkward_chunks() -> list[bytes]:
     """The SSE bytes cut so events straddle chunk boundaries."""
     data = b"".join(SSE_EVENTS)
     cuts = [0, 37, 300, 301, 420, 610, len(data)]
-    return [data[a:b] for a, b in zip(cuts, cuts[1:])]
+    return [data[a:b] for a, b in pairwise(cuts)]
 
 
 @pytest.fixture()
@@ -83,8 +84,7 @@ def test_stream_is_not_buffered_and_byte_identical(tmp_path):
     with ScriptedUpstream(chunks, headers, interval_s=0.2) as upstream:
         cfg = write_config(tmp_path, upstream.url, [oauth_account("alice")])
         with start_proxy(cfg) as proxy:
-            host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
-            connection = http.client.HTTPConnection(host, int(port), timeout=30)
+            connection = http.client.HTTPConnection(proxy.host, proxy.port, timeout=30)
             connection.request("POST", "/v1/messages?beta=true", body=json.dumps(message_body(stream=True)),
                                headers={"x-teamclaude-key": PROXY_KEY, "content-type": "application/json"})
             response = connection.getresponse()

@@ -22,7 +22,7 @@ POOLED_5H = (5 * 0.5 + 1 * 0.9) / 6
 def pool_of_two(tmp_path: Path, fake_url: str, alice, bob, **settings) -> ConfigDir:
     cfg = write_config(tmp_path, fake_url, [alice, bob], **settings)
     document = yaml.safe_load(cfg.accounts.read_text())
-    for entry, plan in zip(document["accounts"], ("max", "pro")):
+    for entry, plan in zip(document["accounts"], ("max", "pro"), strict=True):
         entry["plan"] = plan
     cfg.accounts.write_text(yaml.safe_dump(document))
     return cfg

@@ -8,13 +8,16 @@ import os
 import yaml
 
 from teamclaude.fakeupstream import FakeUpstream
+from teamclaude.request_log import written_at
 from tests.e2e.cli_runner import wait_until
 from tests.e2e.harness import call, message_body, oauth_account, start_proxy, write_config
 
 
 def records(directory) -> list[dict]:
+    """The records in `directory`, read as any reader would: log files only (a record being
+    written is a hidden temporary file until it is complete)."""
     try:
-        names = sorted(os.listdir(directory))
+        names = sorted(name for name in os.listdir(directory) if written_at(name) is not None)
     except FileNotFoundError:
         return []
     return [json.loads((directory / name).read_text()) for name in names]

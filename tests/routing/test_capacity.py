@@ -1,4 +1,4 @@
-"""Burn meter, learned 5h cap, pool verdict (SPEC §8.2)."""
+"""Burn meter, learned 5h cap, pool verdict (behaviour §8.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Persistence across restarts (SPEC §8.3)."""
+"""Persistence across restarts (behaviour §8.3)."""
 
 from __future__ import annotations
 

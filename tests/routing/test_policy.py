@@ -1,4 +1,4 @@
-"""Selection rules of SPEC §5: the pure chooser, and each rail through the Router."""
+"""Selection rules of behaviour §5: the pure chooser, and each rail through the Router."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def addon(tmp_path) -> Iterator[TeamClaude]:
 
 
 def longest_allowed_bench(pairs: list[tuple[bytes, bytes]], status: int) -> float:
-    """What SPEC §6 allows: the longest rejected window named, else 5 hours (retry-after cap)."""
+    """What behaviour §6 allows: the longest rejected window named, else 5 hours (retry-after cap)."""
     limits = parse_ratelimit_headers([(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
                                       for n, v in pairs])
     rejected = [name for name, window in limits.windows.items()

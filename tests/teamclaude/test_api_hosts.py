@@ -1,4 +1,4 @@
-"""`teamclaude api` sends credentials only to the configured Anthropic hosts (SPEC §13)."""
+"""`teamclaude api` sends credentials only to the configured Anthropic hosts (behaviour §13)."""
 
 from __future__ import annotations
 

@@ -80,11 +80,20 @@ def test_env_prints_exports_and_keeps_the_key(env: Env, capsys: pytest.CaptureFi
     key = env.store.read().proxy_key
     assert code == 0 and key and key.startswith("tc-")
     assert out.splitlines() == [
-        f"export ANTHROPIC_BASE_URL=http://127.0.0.1:3456",
+        "export ANTHROPIC_BASE_URL=http://127.0.0.1:3456",
         f'export ANTHROPIC_CUSTOM_HEADERS="x-teamclaude-key: {key}"',
         f"export ANTHROPIC_AUTH_TOKEN={key}",
     ]
     assert run_cli(capsys, "env")[1] == out
+
+
+@pytest.mark.parametrize(("listen_host", "base_url"), [
+    ("::1", "http://[::1]:4000"), ("::", "http://[::1]:4000"), ("0.0.0.0", "http://127.0.0.1:4000"),
+])
+def test_env_points_at_an_ipv6_listener_with_brackets(env: Env, capsys: pytest.CaptureFixture[str],
+                                                       listen_host: str, base_url: str) -> None:
+    env.write_config(listen_host=listen_host, port=4000)
+    assert f"export ANTHROPIC_BASE_URL={base_url}" in run_cli(capsys, "env")[1].splitlines()
 
 
 def test_env_leaves_claude_codes_own_login_alone(env: Env, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -300,7 +301,7 @@ def test_sse_framing_and_chunk_spacing(fake: FakeUpstream) -> None:
     assert start["usage"]["output_tokens"] == 1 and start["usage"]["input_tokens"] > 0
     assert events[-2][2]["usage"] == {"output_tokens": 12}
     assert events[-2][2]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
-    gaps = [b[0] - a[0] for a, b in zip(events, events[1:])]
+    gaps = [b[0] - a[0] for a, b in pairwise(events)]
     assert all(0.04 <= gap <= 0.5 for gap in gaps), gaps
 
 

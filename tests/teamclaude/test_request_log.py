@@ -1,4 +1,4 @@
-"""The request log: record format, redaction, file modes, pruning, never blocking (SPEC §11)."""
+"""The request log: record format, redaction, file modes, pruning, never blocking (behaviour §11)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,11 @@ import os
 import stat
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow
 
-from teamclaude import request_log
 from teamclaude.inflate import MAX_INFLATED_BODY
 from teamclaude.request_log import RequestLog, entry_for, file_name, prune, render, written_at
 
@@ -197,24 +195,66 @@ async def test_submit_never_waits_for_the_disk(tmp_path, monkeypatch):
     assert log.written == 200
 
 
+def watch_log_writes(monkeypatch, directory, on_write):
+    """Call `on_write(fd)` before every `os.write` to a file opened in `directory`."""
+    real_open, real_write = os.open, os.write
+    opened: set[int] = set()
+
+    def tracking_open(path, flags, mode=0o777, **kwargs):
+        fd = real_open(path, flags, mode, **kwargs)
+        if os.path.dirname(os.fspath(path)) == os.fspath(directory):
+            opened.add(fd)
+        return fd
+
+    def watched_write(fd, data):
+        if fd in opened:
+            on_write(fd)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "open", tracking_open)
+    monkeypatch.setattr(os, "write", watched_write)
+
+
+def test_a_record_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    directory = tmp_path / "logs"
+    log = RequestLog(directory)
+    seen_while_writing: list[list[str]] = []
+    watch_log_writes(monkeypatch, directory, lambda fd: seen_while_writing.append(
+        [name for name in os.listdir(directory) if written_at(name) or name.endswith(".json")]))
+    log.write_batch([entry_for(a_flow(), FACTS, bodies=False, secrets=SECRETS)])
+    monkeypatch.undo()
+    assert seen_while_writing == [[]]  # a reader listing the directory mid-write finds no record
+    [name] = os.listdir(directory)  # and afterwards exactly the record: no temporary file left
+    assert written_at(name) and json.loads((directory / name).read_bytes())["v"] == 1
+    assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
+
+
 async def test_disk_full_is_reported_once_and_writing_resumes(tmp_path, monkeypatch, caplog):
-    log = RequestLog(tmp_path / "logs")
-    real_open = os.open
+    directory = tmp_path / "logs"
+    log = RequestLog(directory)
 
-    def full(path, flags, mode=0o777, **kwargs):
-        if str(path).endswith(".json"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_open(path, flags, mode, **kwargs)
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(request_log.os, "open", full)
+    watch_log_writes(monkeypatch, directory, full)
     with caplog.at_level(logging.INFO):
         log.write_batch([entry_for(a_flow(), FACTS, bodies=False, secrets=SECRETS) for _ in range(3)])
         assert len([r for r in caplog.records if "No space left" in r.getMessage()]) == 1
         assert "No space left" in (log.last_error or "")
-        monkeypatch.setattr(request_log.os, "open", real_open)
+        assert os.listdir(directory) == []  # no partial record, no temporary file
+        monkeypatch.undo()
         log.write_batch([entry_for(a_flow(), FACTS, bodies=False, secrets=SECRETS)])
-    assert log.written == 1 and log.last_error is None
+    assert log.written == 1 and log.last_error is None and len(os.listdir(directory)) == 1
     assert "written again" in caplog.text
+
+
+def test_a_replayed_flow_gets_a_second_file_never_an_overwrite(tmp_path):
+    directory = tmp_path / "logs"
+    log = RequestLog(directory)
+    flow = a_flow()
+    log.write_batch([entry_for(flow, FACTS, bodies=False, secrets=SECRETS) for _ in range(2)])
+    names = os.listdir(directory)
+    assert len(names) == 2 and all(written_at(name) for name in names)
 
 
 def test_falling_behind_drops_records_and_says_so_once(tmp_path, caplog):

@@ -92,8 +92,7 @@ def test_hostile_accounts_give_one_line_and_are_never_rewritten_on_reload(tmp_pa
 
 @pytest.mark.parametrize("text", HOSTILE_SNIPPETS)
 def test_known_hostile_snippets_are_refused_in_one_line(tmp_path, text):
-    for name, config in (("settings", config_dir(tmp_path / "s", settings_text=text)),
-                         ("accounts", config_dir(tmp_path / "a", accounts_text=text))):
+    for config in (config_dir(tmp_path / "s", settings_text=text), config_dir(tmp_path / "a", accounts_text=text)):
         assert_loads_or_one_clear_line(config, first_run=True)
 
 

@@ -6,9 +6,30 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+from contextlib import suppress
 
 from teamclaude import statefile
 from teamclaude.statefile import StateWriter, read_state
+
+
+async def on_disk(path, condition, timeout: float = 10.0) -> dict:
+    """The state file once what is on disk satisfies `condition`.
+
+    `writer.seq` moves before the write, which runs in a worker thread: a test that read the
+    file when `seq` moved could see the previous file, or none.
+    """
+    deadline = time.monotonic() + timeout
+    while (state := read_state(path)) is None or not condition(state):
+        assert time.monotonic() < deadline, f"the state file never matched; last read: {state}"
+        await asyncio.sleep(0.01)
+    return state
+
+
+async def stop(task: asyncio.Task) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 async def test_writes_versioned_state_and_coalesces(tmp_path):
@@ -23,11 +44,9 @@ async def test_writes_versioned_state_and_coalesces(tmp_path):
     task = asyncio.create_task(writer.run())
     for _ in range(50):
         writer.mark_dirty()
-    while (read_state(path) or {}).get("seq", 0) < 1:  # seq moves before the worker thread writes
-        await asyncio.sleep(0.01)
-    task.cancel()
-    document = read_state(path)
-    assert document["version"] == 1 and document["seq"] >= 1 and document["accounts"] == [{"name": "a"}]
+    document = await on_disk(path, lambda state: state["seq"] >= 1)
+    await stop(task)
+    assert document["version"] == 1 and document["accounts"] == [{"name": "a"}]
     assert len(builds) <= 2
     assert oct(path.stat().st_mode & 0o777) == "0o600"
 
@@ -36,10 +55,10 @@ async def test_heartbeat_moves_written_at(tmp_path):
     path = tmp_path / "state.json"
     writer = StateWriter(path, dict, min_interval_s=0.0, heartbeat_s=0.05)
     task = asyncio.create_task(writer.run())
-    while (read_state(path) or {}).get("seq", 0) < 3:  # seq moves before the worker thread writes
-        await asyncio.sleep(0.01)
-    task.cancel()
-    assert read_state(path)["seq"] >= 3
+    first = await on_disk(path, lambda state: True)
+    later = await on_disk(path, lambda state: state["seq"] >= first["seq"] + 2)  # heartbeats only
+    await stop(task)
+    assert later["written_at"] > first["written_at"]
 
 
 async def test_directory_removed_while_running_is_recreated(tmp_path):
