@@ -220,10 +220,12 @@ class Router:
         state.set_bench(until, reason, model_family, now)
 
     def next_change_at(self, now: float) -> float | None:
-        """The soonest future moment a bench ends or a window resets."""
+        """The soonest future moment a bench ends, a window resets (or, without a usable
+        reset, ends) or a stale family reading may be re-checked."""
         soonest: float | None = None
         for state in self._accounts.values():
-            moments = [w.reset for w in state.live_windows(now).values() if w.reset is not None]
+            moments = [state.window_end(n, w) for n, w in state.live_windows(now).items()]
+            moments.extend(state.family_recheck_at(now))
             if state.bench is not None:
                 moments.append(state.bench.until)
             moments.extend(b.until for b in state.family_benches.values())
@@ -347,7 +349,7 @@ class Router:
         lines = []
         for state in self._accounts.values():
             status = state.status(now)
-            bench = state.bench_for(None, now)
+            locked = state.locked_until(now)
             live = status in ("ok", "unknown")
             used_5h = state.utilization(FIVE_HOUR, now)
             used_7d = state.utilization(SEVEN_DAY, now)
@@ -363,8 +365,8 @@ class Router:
                 AccountCapacity(
                     name=state.name,
                     status=status,
-                    benched=bench is not None,
-                    bench_sec=0 if bench is None else max(0, math.ceil(bench.until - now)),
+                    benched=locked is not None,
+                    bench_sec=0 if locked is None else max(0, math.ceil(locked - now)),
                     inflight=state.inflight,
                     burn5h=burn,
                     cap_est_5h=None if cap is None else int(round(cap)),
@@ -383,8 +385,9 @@ class Router:
                 continue
             for name in (FIVE_HOUR, SEVEN_DAY):
                 window = state.window(name, now)
-                if window is not None and window.reset is not None and window.reset > now:
-                    soonest = window.reset if soonest is None else min(soonest, window.reset)
+                end = None if window is None else state.window_end(name, window)
+                if end is not None and end > now:
+                    soonest = end if soonest is None else min(soonest, end)
             bench = state.bench_for(None, now)
             if bench is not None:
                 soonest = bench.until if soonest is None else min(soonest, bench.until)
@@ -432,7 +435,8 @@ class Router:
             "disabled": state.spec.disabled,
             "status": line["status"],
             "windows": {
-                name: {"utilization": w.utilization, "reset": w.reset, "status": w.status}
+                name: {"utilization": w.utilization, "reset": w.reset, "status": w.status,
+                       "ends": state.window_end(name, w), "seen": state.seen.get(name)}
                 for name, w in sorted(state.live_windows(now).items())
             },
             "unified": dict(state.unified),

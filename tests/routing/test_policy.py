@@ -119,15 +119,16 @@ def test_burst_of_twenty_new_sessions_respects_caps_while_another_has_room() -> 
     assert sum(counts.values()) == 20
 
 
-def test_crossing_the_5h_warn_band_mid_burst_tightens_the_cap_to_one() -> None:
+def test_crossing_the_5h_warn_band_mid_burst_keeps_the_full_cap() -> None:
+    # Issue 13: the warn band's cap of 1 only made overlapping requests of warm
+    # conversations move; it is gone, the 5h soft ceiling still steers new work.
     r = three_proven()
     first = [r.select(req(f"s{i}"), T0) for i in range(2)]
     assert [d.account for d in first if d] == ["a", "a"]
     r.observe("a", 200, limits(T0 + 1, u5=0.80, u7=0.20, reset7_in=3.5 * DAY), T0 + 1)
-    nxt = [r.select(req(f"t{i}"), T0 + 1) for i in range(3)]
-    assert all(d is not None and d.account != "a" for d in nxt)
     snap = {a["name"]: a for a in r.snapshot(T0 + 1)["accounts"]}
-    assert snap["a"]["inflight_cap"] == 1
+    assert snap["a"]["inflight_cap"] == 5
+    assert r.select(req("s0"), T0 + 2).account == "a"  # a warm conversation overlapping stays
 
 
 def test_warm_session_whose_account_goes_far_over_its_line_rebinds() -> None:
@@ -312,7 +313,6 @@ def test_account_outside_the_last_ramp_tier_keeps_the_rails_of_section_5() -> No
     prove(r, "other", T0, u7=0.30, reset7_in=3.5 * DAY)
     prove(r, "exp", T0, u5=0.80, u7=0.90, reset7_in=9 * HOUR)  # second tier: no drain
     assert r.select(req("s"), T0).account == "exp"  # ramp boost 0.8 wins the score
-    assert {a["name"]: a for a in r.snapshot(T0)["accounts"]}["exp"]["inflight_cap"] == 1
     prove(r, "exp", T0, u5=0.80, u7=0.985, reset7_in=9 * HOUR)
     assert r.select(req("t"), T0).account == "other"  # threshold applies
 
