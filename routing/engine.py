@@ -16,20 +16,24 @@ from routing import persistence
 from routing.account_state import FIVE_HOUR, SEVEN_DAY, AccountState, PaceFacts, UsageTotals
 from routing.capacity import AccountCapacity, pool_capacity
 from routing.config import RoutingConfig
+from routing.drain_watch import DrainWatch
 from routing.policy import (
     API_KEY_LAST_RESORT,
     BLOCKED,
     BOUND,
     CURRENT,
+    DETOUR,
+    FAR_OVER_LINE,
     NEW_SESSION,
     PINNED,
     RAMP,
     WINDOW_LAPSED,
     Candidate,
-    describe_pick,
     choose,
+    describe_pick,
     drain_target,
     keep_failure,
+    leaves_line,
 )
 from routing.ratelimits import RateLimits, model_family
 from routing.sessions import Binding, SessionTable
@@ -37,7 +41,7 @@ from routing.types import AccountSpec, Decision, RequestInfo
 from routing.usage import PriceTable, Usage, default_prices
 
 _REASON_WORDS = {
-    NEW_SESSION: "new session",
+    NEW_SESSION: "new conversation",
     WINDOW_LAPSED: "window lapsed",
     BLOCKED: "blocked",
     "far-over-line": "far over line",
@@ -53,7 +57,7 @@ class Plan:
     account: str
     reason: str
     detail: str
-    bind: bool  # (re)bind the request's session, or move the sticky current account
+    bind: bool  # (re)bind the request's conversation, or move the sticky current account
 
 
 @dataclass
@@ -82,12 +86,18 @@ class Router:
         self._models: dict[str, UsageTotals] = {}
         # Saved data of accounts not configured (yet): applied when they appear.
         self._pending_restore: dict[str, tuple[dict[str, Any], float]] = {}
+        self._drain = DrainWatch()
         self.set_accounts(accounts)
 
     # -- configuration ---------------------------------------------------------------
 
     def configure(self, config: RoutingConfig) -> None:
         self.config = config
+        self._drain.reset(self._drain_lead_s())
+
+    def _drain_lead_s(self) -> float:
+        tiers = self.config.ramp_tiers
+        return tiers[0][0] * 3600.0 if tiers else 0.0
 
     def set_accounts(self, accounts: Sequence[AccountSpec]) -> None:
         """Apply the configured account list; state is kept by name, removed ones dropped."""
@@ -105,6 +115,7 @@ class Router:
         for name in self._accounts.keys() - fresh.keys():
             self._sessions.drop_account(name)
         self._accounts = fresh
+        self._drain.reset(self._drain_lead_s())
         if self._current not in fresh:
             self._current = None
         if self._pinned not in fresh:
@@ -140,12 +151,16 @@ class Router:
             return None
         account = self._accounts[plan.account]
         binding: Binding | None = None
-        if request.session_id is not None:
-            binding = self._sessions.get(request.session_id)
+        key = request.conversation_key
+        if key is not None:
+            binding = self._sessions.get(key)
             if plan.bind or binding is None:
-                binding = self._sessions.bind(request.session_id, plan.account, plan.reason, now)
+                binding = self._sessions.bind(key, plan.account, plan.reason, now)
+                binding.describe(request)
             else:
                 self._sessions.touch(binding, now)
+                if plan.reason == DETOUR:
+                    binding.detours += 1
             binding.inflight += 1
             if request.model:
                 binding.model = request.model
@@ -172,6 +187,7 @@ class Router:
         if state is None:
             return
         state.observe(status, limits, now)
+        self._drain.update(state, now)
         five_hour = limits.windows.get(FIVE_HOUR)
         if status == 429 and five_hour is not None and five_hour.rejected:
             state.cap.on_rejection(state.burn.total(now), now)
@@ -194,7 +210,7 @@ class Router:
         if entry.binding is not None:
             entry.binding.inflight = max(0, entry.binding.inflight - 1)
             entry.binding.totals.add(usage, cost)
-            if self._sessions.get(entry.binding.session_id) is entry.binding:
+            if self._sessions.get(entry.binding.key) is entry.binding:
                 self._sessions.touch(entry.binding, now)
         if usage is not None and usage.burn > 0:
             account.burn.add(usage.burn, now)
@@ -290,41 +306,126 @@ class Router:
         return {c.name: c for c in usable}, False
 
     def _plan(self, request: RequestInfo, now: float, exclude: Collection[str]) -> Plan | None:
+        key = request.conversation_key
+        binding = self._sessions.get(key) if key is not None else None
+        warm = binding is not None and binding.warm(now, self.config.warm_window_s)
+        if binding is not None and warm:
+            kept = self._keep(binding, request, now, exclude)
+            if kept is not None:
+                return kept
         pool, last_resort = self._pool(request, now, exclude)
         if not pool:
             return None
-        if request.session_id is None:
+        if key is None:
             return self._plan_sessionless(pool, last_resort, now)
-        binding = self._sessions.get(request.session_id)
-        bound: Candidate | None = None
         if binding is None:
-            reason = NEW_SESSION
-        elif not binding.warm(now, self.config.warm_window_s):
-            reason = WINDOW_LAPSED
-        elif binding.account not in pool:
-            reason = BLOCKED
-        else:
-            bound = pool[binding.account]
-            failure = keep_failure(bound)
-            if failure is None:
-                drain = drain_target(list(pool.values()), self.config, bound)
-                if drain is None:
-                    return Plan(bound.name, BOUND, f"warm session kept on {bound.name}", bind=False)
-                return Plan(
-                    drain.name, RAMP,
-                    f"ramp → {drain.name} ({describe_pick(drain, 1)}; its unused quota expires)",
-                    bind=True,
-                )
-            reason = failure
-        choice = choose(list(pool.values()), self.config, bound)
+            return self._place(pool, last_resort, NEW_SESSION)
+        if not warm:
+            return self._place(pool, last_resort, WINDOW_LAPSED)
+        return self._plan_warm(binding, request, pool, last_resort, now)
+
+    def _keep(
+        self, binding: Binding, request: RequestInfo, now: float, exclude: Collection[str]
+    ) -> Plan | None:
+        """The warm conversation stays on its account, in O(1) of the number of accounts
+        (None: the full procedure decides)."""
+        state = self._accounts.get(binding.account)
+        if state is None or state.name in exclude:
+            return None
+        if state.is_api_key and self.config.api_keys_last_resort:
+            return None  # whether a subscription can take it over needs the whole pool
+        facts = state.facts(self.config, now)
+        if not self._usable(state, facts, request, now):
+            return None
+        bound = self._candidate(state, facts, now)
+        if not bound.has_room or leaves_line(bound, self.config):
+            return None
+        drain = self._drain_target(bound, request, now, exclude)
+        if drain is not None:
+            return Plan(
+                drain.name, RAMP,
+                f"ramp → {drain.name} ({describe_pick(drain, 1)}; its unused quota expires)",
+                bind=True,
+            )
+        return Plan(bound.name, BOUND, f"warm conversation kept on {bound.name}", bind=False)
+
+    def _drain_target(
+        self, bound: Candidate, request: RequestInfo, now: float, exclude: Collection[str]
+    ) -> Candidate | None:
+        """Use it or lose it (`policy.drain_target`), over the draining accounts only."""
+        if bound.expiring_quota:
+            return None
+        candidates = []
+        for state in self._drain.draining(self._accounts, now):
+            if state.name in exclude or state.name == bound.name:
+                continue
+            if state.is_api_key and self.config.api_keys_last_resort:
+                continue
+            facts = state.facts(self.config, now)
+            if facts.draining and self._usable(state, facts, request, now):
+                candidates.append(self._candidate(state, facts, now))
+        return drain_target(candidates, self.config, bound) if candidates else None
+
+    def _place(self, pool: dict[str, Candidate], last_resort: bool, reason: str) -> Plan:
+        """A conversation without a warm binding (or leaving one for good): step 2."""
+        choice = choose(list(pool.values()), self.config)
         name = choice.candidate.name
         words = _REASON_WORDS.get(reason, reason)
-        if choice.kept:
-            return Plan(name, BOUND, f"{words}, kept on {name} ({choice.why})", bind=False)
         if last_resort:
             reason = API_KEY_LAST_RESORT
             words = f"no subscription usable ({words})"
         return Plan(name, reason, f"{words} → {name} ({choice.why})", bind=True)
+
+    def _plan_warm(
+        self,
+        binding: Binding,
+        request: RequestInfo,
+        pool: dict[str, Candidate],
+        last_resort: bool,
+        now: float,
+    ) -> Plan:
+        """A warm conversation whose account did not simply keep it. Only a lasting
+        obstacle moves the binding (window rejected or at the threshold, needs-login,
+        disabled, a bench longer than a cache lives, far over its line); a transient one
+        (in-flight cap, a short cooldown, an account excluded for this request) serves
+        this one request elsewhere and leaves the binding where its cache is."""
+        bound = pool.get(binding.account)
+        if bound is not None:
+            if leaves_line(bound, self.config):
+                choice = choose(list(pool.values()), self.config, bound)
+                name = choice.candidate.name
+                if choice.kept:
+                    return Plan(name, BOUND, f"far over line, kept on {name} ({choice.why})", bind=False)
+                return Plan(name, FAR_OVER_LINE, f"far over line → {name} ({choice.why})", bind=True)
+            if bound.has_room:
+                return Plan(bound.name, BOUND, f"warm conversation kept on {bound.name}", bind=False)
+        elif self._lasting_obstacle(binding.account, request, last_resort, now):
+            return self._place(pool, last_resort, BLOCKED)
+        others = [c for c in pool.values() if c.name != binding.account]
+        if not others:
+            assert bound is not None  # the pool is not empty
+            return Plan(bound.name, BOUND, f"warm conversation kept on {bound.name} (no other account)", bind=False)
+        choice = choose(others, self.config)
+        name = choice.candidate.name
+        return Plan(
+            name, DETOUR,
+            f"{binding.account} busy for now → this request on {name} ({choice.why}); "
+            f"the conversation stays on {binding.account}",
+            bind=False,
+        )
+
+    def _lasting_obstacle(self, account: str, request: RequestInfo, last_resort: bool, now: float) -> bool:
+        """Is the bound account out of this conversation's reach for longer than its cache
+        lives? (An account only excluded for this request is not.)"""
+        state = self._accounts.get(account)
+        if state is None:
+            return True
+        if state.is_api_key and self.config.api_keys_last_resort and not last_resort:
+            return True  # a subscription can serve: the API key was only the last resort
+        facts = state.facts(self.config, now)
+        threshold = None if facts.draining else self.config.switch_threshold
+        free_at = state.free_at(request.model, now, threshold)
+        return free_at is not None and free_at - now > self.config.warm_window_s
 
     def _plan_sessionless(
         self, pool: dict[str, Candidate], last_resort: bool, now: float
@@ -405,7 +506,7 @@ class Router:
             self._account_snapshot(state, lines[state.name], now)
             for state in self._accounts.values()
         ]
-        sessions = [b.as_dict(now, self.config.warm_window_s) for b in self._sessions.bindings()]
+        sessions = self._sessions.by_session(now, self.config.warm_window_s)
         return {
             "current": self._current,
             "pinned": self._pinned,

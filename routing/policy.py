@@ -38,6 +38,11 @@ CURRENT = "current"
 PINNED = "pinned"
 API_KEY_LAST_RESORT = "api-key-last-resort"
 RAMP = "ramp"
+DETOUR = "detour"  # this one request served elsewhere; the conversation's binding stays
+# A warm conversation leaves an account only this many times `far_over_line` past its
+# line, while new work already avoids it at 1x and a target must be within 0.5x: the
+# hysteresis keeps a conversation from being moved back and forth around the line.
+LEAVE_LINE_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,11 @@ def keep_failure(candidate: Candidate) -> str | None:
     if candidate.far_over_line:
         return FAR_OVER_LINE
     return None
+
+
+def leaves_line(candidate: Candidate, config: RoutingConfig) -> bool:
+    """A warm conversation's account is so far past its weekly line that it should move."""
+    return candidate.gap is not None and -candidate.gap > config.far_over_line * LEAVE_LINE_FACTOR
 
 
 def has_steady_room(candidate: Candidate) -> bool:

@@ -144,14 +144,22 @@ def test_warm_session_whose_account_goes_far_over_its_line_rebinds() -> None:
     assert snap["sessions"][0]["reason"] == "far-over-line"
 
 
-def test_warm_session_over_the_5h_rail_moves_for_rail() -> None:
+def test_warm_session_over_the_5h_rail_stays_until_rejected_while_new_work_avoids_it() -> None:
+    # Issue 13: the 5h soft ceiling no longer moves a warm conversation (moving it early
+    # breaks its cache and leaves the rest of the window unused); it steers new work.
     r = three_proven()
     d = r.select(req("s"), T0)
-    assert d is not None
+    assert d is not None and d.account == "a"
     r.release(d.ticket, T0 + 5)
     r.observe("a", 200, limits(T0 + 5, u5=0.92, u7=0.20, reset7_in=3.5 * DAY), T0 + 5)
     again = r.select(req("s"), T0 + 10)
-    assert again is not None and again.account != "a" and again.reason == "rail"
+    assert again is not None and again.account == "a" and again.reason == "bound"
+    assert r.select(req("new"), T0 + 10).account != "a"
+    r.observe("a", 429, limits(T0 + 11, u5=1.0, s5="rejected", u7=0.20, reset5_in=HOUR), T0 + 11)
+    r.bench("a", T0 + 11 + HOUR, "5h window rejected", T0 + 11)
+    r.release(again.ticket, T0 + 11, status=429)
+    moved = r.select(req("s"), T0 + 12)
+    assert moved is not None and moved.account != "a" and moved.reason == "blocked"
 
 
 def test_lapsed_session_is_chosen_again_with_window_lapsed() -> None:
