@@ -124,6 +124,7 @@ class AccountState:
         self.bench: Bench | None = None
         self.family_benches: dict[str, Bench] = {}
         self.seen: dict[str, float] = {}  # when each window was last in a response
+        self.version = 0  # bumped on every change of what selection reads (views cache on it)
         self.last_status: int | None = None
         self.last_seen: float | None = None
         self.usage = UsageTotals()
@@ -144,6 +145,7 @@ class AccountState:
         """Store what one response's headers said. A 2xx proves the account."""
         self.last_status = status
         self.last_seen = now
+        self.version += 1
         if 200 <= status < 300:
             self.proven = True
         for name, window in limits.windows.items():
@@ -291,6 +293,7 @@ class AccountState:
             return
         if bench.until <= now:
             return
+        self.version += 1
         if family:
             self.family_benches[family] = bench
         else:

@@ -60,6 +60,20 @@ class Plan:
     bind: bool  # (re)bind the request's conversation, or move the sticky current account
 
 
+# Facts are recomputed at least this often (the pace line moves slowly).
+_VIEW_TTL_S = 60.0
+
+
+@dataclass
+class _View:
+    version: int
+    computed_at: float
+    valid_until: float
+    facts: PaceFacts
+    candidate: Candidate
+    usable: dict[str | None, bool]  # by model family
+
+
 @dataclass
 class _Ticket:
     account: AccountState
@@ -87,6 +101,7 @@ class Router:
         # Saved data of accounts not configured (yet): applied when they appear.
         self._pending_restore: dict[str, tuple[dict[str, Any], float]] = {}
         self._drain = DrainWatch()
+        self._views: dict[str, _View] = {}
         self.set_accounts(accounts)
 
     # -- configuration ---------------------------------------------------------------
@@ -94,6 +109,7 @@ class Router:
     def configure(self, config: RoutingConfig) -> None:
         self.config = config
         self._drain.reset(self._drain_lead_s())
+        self._views.clear()
 
     def _drain_lead_s(self) -> float:
         tiers = self.config.ramp_tiers
@@ -109,13 +125,15 @@ class Router:
                 pending = self._pending_restore.pop(spec.name, None)
                 if pending is not None:
                     persistence.restore_account(state, *pending)
-            else:
+            elif state.spec != spec:
                 state.spec = spec
+                state.version += 1
             fresh[spec.name] = state
         for name in self._accounts.keys() - fresh.keys():
             self._sessions.drop_account(name)
         self._accounts = fresh
         self._drain.reset(self._drain_lead_s())
+        self._views = {name: view for name, view in self._views.items() if name in fresh}
         if self._current not in fresh:
             self._current = None
         if self._pinned not in fresh:
@@ -124,8 +142,9 @@ class Router:
     def mark_needs_login(self, account: str, needs: bool) -> None:
         """Unknown names are ignored: a reload may remove an account while it answers."""
         state = self._accounts.get(account)
-        if state is not None:
+        if state is not None and state.needs_login != needs:
             state.needs_login = needs
+            state.version += 1
 
     def pin(self, account: str | None) -> None:
         """Pin the account serving requests without a session (None: automatic)."""
@@ -252,6 +271,49 @@ class Router:
 
     # -- policy ----------------------------------------------------------------------
 
+    def _view(self, state: AccountState, now: float) -> _View:
+        """The account's facts and candidate, recomputed only when its state changed or
+        a moment passed that changes them; the live fields (in flight, warm
+        conversations) are refreshed on every call. Keeps selection cheap per account."""
+        name = state.spec.name
+        view = self._views.get(name)
+        if view is None or view.version != state.version or not view.computed_at <= now < view.valid_until:
+            facts = state.facts(self.config, now)
+            view = _View(state.version, now, self._valid_until(state, now), facts,
+                         self._candidate(state, facts, now), {})
+            self._views[name] = view
+        else:
+            candidate = view.candidate
+            candidate.inflight = state.inflight
+            candidate.warm_sessions = self._sessions.warm_count(name, now, self.config.warm_window_s)
+        return view
+
+    def _valid_until(self, state: AccountState, now: float) -> float:
+        """The first moment the account's facts or usability may change without a new
+        response: a bench or window ending, a stale reading, a ramp tier starting. The pace
+        line itself moves by 0.01 % a minute: recomputing once a minute is plenty."""
+        soonest = now + _VIEW_TTL_S
+        moments = [state.window_end(n, w) for n, w in state.windows.items()]
+        moments.extend(state.family_recheck_at(now))
+        if state.bench is not None:
+            moments.append(state.bench.until)
+        moments.extend(b.until for b in state.family_benches.values())
+        week = state.windows.get(SEVEN_DAY)
+        if week is not None and week.reset is not None:
+            moments.extend(week.reset - hours * 3600.0 for hours, _ in self.config.ramp_tiers)
+        for moment in moments:
+            if now < moment < soonest:
+                soonest = moment
+        return soonest
+
+    def _usable_now(
+        self, state: AccountState, view: _View, request: RequestInfo, family: str | None, now: float
+    ) -> bool:
+        usable = view.usable.get(family)
+        if usable is None:
+            usable = view.usable[family] = self._usable(state, view.facts, request, now)
+        return usable
+
     def _candidate(self, state: AccountState, facts: PaceFacts, now: float) -> Candidate:
         config = self.config
         return Candidate(
@@ -292,12 +354,13 @@ class Router:
         """Usable accounts as candidates; API keys only when no OAuth account is usable
         (with `api_keys_last_resort`). The flag says the pool is the last resort."""
         usable: list[Candidate] = []
-        for state in self._accounts.values():
-            if state.name in exclude:
+        family = model_family(request.model)
+        for name, state in self._accounts.items():
+            if name in exclude:
                 continue
-            facts = state.facts(self.config, now)
-            if self._usable(state, facts, request, now):
-                usable.append(self._candidate(state, facts, now))
+            view = self._view(state, now)
+            if self._usable_now(state, view, request, family, now):
+                usable.append(view.candidate)
         if self.config.api_keys_last_resort:
             oauth = [c for c in usable if not c.api_key]
             if oauth or not usable:
@@ -334,10 +397,10 @@ class Router:
             return None
         if state.is_api_key and self.config.api_keys_last_resort:
             return None  # whether a subscription can take it over needs the whole pool
-        facts = state.facts(self.config, now)
-        if not self._usable(state, facts, request, now):
+        view = self._view(state, now)
+        if not self._usable_now(state, view, request, model_family(request.model), now):
             return None
-        bound = self._candidate(state, facts, now)
+        bound = view.candidate
         if not bound.has_room or leaves_line(bound, self.config):
             return None
         drain = self._drain_target(bound, request, now, exclude)
@@ -361,9 +424,9 @@ class Router:
                 continue
             if state.is_api_key and self.config.api_keys_last_resort:
                 continue
-            facts = state.facts(self.config, now)
-            if facts.draining and self._usable(state, facts, request, now):
-                candidates.append(self._candidate(state, facts, now))
+            view = self._view(state, now)
+            if view.facts.draining and self._usable_now(state, view, request, model_family(request.model), now):
+                candidates.append(view.candidate)
         return drain_target(candidates, self.config, bound) if candidates else None
 
     def _place(self, pool: dict[str, Candidate], last_resort: bool, reason: str) -> Plan:

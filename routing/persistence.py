@@ -117,6 +117,7 @@ def restore_account(state: AccountState, data: dict[str, Any], now: float) -> No
         state.usage = UsageTotals.restore(data["usage"])
     state.burn = BurnMeter.restore(data.get("burn"), now)
     state.cap = LearnedCap.restore(data.get("cap"))
+    state.version += 1
     windows = data.get("windows")
     if isinstance(windows, dict):
         for name, value in windows.items():

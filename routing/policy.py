@@ -45,9 +45,11 @@ DETOUR = "detour"  # this one request served elsewhere; the conversation's bindi
 LEAVE_LINE_FACTOR = 1.5
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Candidate:
-    """One usable account as the policy sees it at this instant."""
+    """One usable account as the policy sees it at this instant. The engine keeps one per
+    account between requests and refreshes `inflight` and `warm_sessions` before each use;
+    the policy only reads it."""
 
     name: str
     api_key: bool
