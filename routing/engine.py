@@ -146,6 +146,19 @@ class Router:
             state.needs_login = needs
             state.version += 1
 
+    def account_kind(self, account: str) -> str | None:
+        """"oauth" or "apikey" for a configured account, None for an unknown name."""
+        state = self._accounts.get(account)
+        return None if state is None else state.spec.kind
+
+    def may_free_up(self, refused: Collection[str], now: float) -> bool:
+        """Could waiting help a request? True when some account it has not refused is only
+        throttled (benched or window-blocked), not disabled or waiting for a new login."""
+        return any(
+            name not in refused and not state.spec.disabled and not state.needs_login
+            for name, state in self._accounts.items()
+        )
+
     def pin(self, account: str | None) -> None:
         """Pin the account serving requests without a session (None: automatic)."""
         if account is not None:
