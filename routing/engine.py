@@ -8,7 +8,7 @@ call, so a check and its reservation can never interleave with another request.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,6 @@ from routing import persistence
 from routing.account_state import FIVE_HOUR, SEVEN_DAY, AccountState, PaceFacts, UsageTotals
 from routing.capacity import AccountCapacity, pool_capacity
 from routing.config import RoutingConfig
-from routing.drain_watch import DrainWatch
 from routing.policy import (
     API_KEY_LAST_RESORT,
     BLOCKED,
@@ -26,12 +25,11 @@ from routing.policy import (
     FAR_OVER_LINE,
     NEW_SESSION,
     PINNED,
-    RAMP,
     WINDOW_LAPSED,
     Candidate,
+    Choice,
     choose,
     describe_pick,
-    drain_target,
     keep_failure,
     leaves_line,
 )
@@ -48,6 +46,10 @@ _REASON_WORDS = {
     "rail": "5h rail",
     CURRENT: "no session",
 }
+
+
+# Picks an account for a conversation from the usable candidates (never empty).
+Placement = Callable[[Sequence[Candidate]], Candidate]
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,13 @@ class Router:
         config: RoutingConfig,
         accounts: Sequence[AccountSpec] = (),
         prices: PriceTable | None = None,
+        placement: Placement | None = None,
     ) -> None:
+        """`placement` replaces step 2's choice (`policy.choose`) for conversations
+        without a warm binding and for detours: bench/simulate.py's baselines use it."""
         self.config = config
         self.prices = prices if prices is not None else default_prices()
+        self._placement = placement
         self._accounts: dict[str, AccountState] = {}
         self._sessions = SessionTable()
         self._tickets: dict[int, _Ticket] = {}
@@ -100,7 +106,6 @@ class Router:
         self._models: dict[str, UsageTotals] = {}
         # Saved data of accounts not configured (yet): applied when they appear.
         self._pending_restore: dict[str, tuple[dict[str, Any], float]] = {}
-        self._drain = DrainWatch()
         self._views: dict[str, _View] = {}
         self.set_accounts(accounts)
 
@@ -108,12 +113,7 @@ class Router:
 
     def configure(self, config: RoutingConfig) -> None:
         self.config = config
-        self._drain.reset(self._drain_lead_s())
         self._views.clear()
-
-    def _drain_lead_s(self) -> float:
-        tiers = self.config.ramp_tiers
-        return tiers[0][0] * 3600.0 if tiers else 0.0
 
     def set_accounts(self, accounts: Sequence[AccountSpec]) -> None:
         """Apply the configured account list; state is kept by name, removed ones dropped."""
@@ -132,7 +132,6 @@ class Router:
         for name in self._accounts.keys() - fresh.keys():
             self._sessions.drop_account(name)
         self._accounts = fresh
-        self._drain.reset(self._drain_lead_s())
         self._views = {name: view for name, view in self._views.items() if name in fresh}
         if self._current not in fresh:
             self._current = None
@@ -219,7 +218,6 @@ class Router:
         if state is None:
             return
         state.observe(status, limits, now)
-        self._drain.update(state, now)
         five_hour = limits.windows.get(FIVE_HOUR)
         if status == 429 and five_hour is not None and five_hour.rejected:
             state.cap.on_rejection(state.burn.total(now), now)
@@ -344,9 +342,6 @@ class Router:
             inflight_cap=facts.inflight_cap,
             warm_sessions=self._sessions.warm_count(state.name, now, config.warm_window_s),
             far_over_line=facts.far_over_line,
-            expiring_quota=facts.draining
-            and facts.utilization_7d is not None
-            and facts.utilization_7d < config.switch_threshold - config.far_over_line,
         )
 
     def _usable(
@@ -404,7 +399,9 @@ class Router:
         self, binding: Binding, request: RequestInfo, now: float, exclude: Collection[str]
     ) -> Plan | None:
         """The warm conversation stays on its account, in O(1) of the number of accounts
-        (None: the full procedure decides)."""
+        (None: the full procedure decides). It is never moved to use quota that is about
+        to expire (the ramp steers new conversations only): in bench/simulate.py those
+        moves bought ~3 points of quota for +0.6 cache breaks per conversation per 5 h."""
         state = self._accounts.get(binding.account)
         if state is None or state.name in exclude:
             return None
@@ -414,37 +411,19 @@ class Router:
         if not self._usable_now(state, view, request, model_family(request.model), now):
             return None
         bound = view.candidate
-        if not bound.has_room or leaves_line(bound, self.config):
+        if leaves_line(bound, self.config):
             return None
-        drain = self._drain_target(bound, request, now, exclude)
-        if drain is not None:
-            return Plan(
-                drain.name, RAMP,
-                f"ramp → {drain.name} ({describe_pick(drain, 1)}; its unused quota expires)",
-                bind=True,
-            )
         return Plan(bound.name, BOUND, f"warm conversation kept on {bound.name}", bind=False)
 
-    def _drain_target(
-        self, bound: Candidate, request: RequestInfo, now: float, exclude: Collection[str]
-    ) -> Candidate | None:
-        """Use it or lose it (`policy.drain_target`), over the draining accounts only."""
-        if bound.expiring_quota:
-            return None
-        candidates = []
-        for state in self._drain.draining(self._accounts, now):
-            if state.name in exclude or state.name == bound.name:
-                continue
-            if state.is_api_key and self.config.api_keys_last_resort:
-                continue
-            view = self._view(state, now)
-            if view.facts.draining and self._usable_now(state, view, request, model_family(request.model), now):
-                candidates.append(view.candidate)
-        return drain_target(candidates, self.config, bound) if candidates else None
+    def _choose(self, candidates: list[Candidate]) -> Choice:
+        if self._placement is None:
+            return choose(candidates, self.config)
+        picked = self._placement(candidates)
+        return Choice(picked, kept=False, why="placement")
 
     def _place(self, pool: dict[str, Candidate], last_resort: bool, reason: str) -> Plan:
         """A conversation without a warm binding (or leaving one for good): step 2."""
-        choice = choose(list(pool.values()), self.config)
+        choice = self._choose(list(pool.values()))
         name = choice.candidate.name
         words = _REASON_WORDS.get(reason, reason)
         if last_resort:
@@ -463,8 +442,10 @@ class Router:
         """A warm conversation whose account did not simply keep it. Only a lasting
         obstacle moves the binding (window rejected or at the threshold, needs-login,
         disabled, a bench longer than a cache lives, far over its line); a transient one
-        (in-flight cap, a short cooldown, an account excluded for this request) serves
-        this one request elsewhere and leaves the binding where its cache is."""
+        (a short cooldown, a rejection about to reset, an account excluded for this
+        request) serves this one request elsewhere and leaves the binding where its cache
+        is. The in-flight cap does not apply to a warm conversation at all: it spreads new
+        conversations; in bench/simulate.py applying it to warm ones only broke caches."""
         bound = pool.get(binding.account)
         if bound is not None:
             if leaves_line(bound, self.config):
@@ -473,15 +454,10 @@ class Router:
                 if choice.kept:
                     return Plan(name, BOUND, f"far over line, kept on {name} ({choice.why})", bind=False)
                 return Plan(name, FAR_OVER_LINE, f"far over line → {name} ({choice.why})", bind=True)
-            if bound.has_room:
-                return Plan(bound.name, BOUND, f"warm conversation kept on {bound.name}", bind=False)
-        elif self._lasting_obstacle(binding.account, request, last_resort, now):
+            return Plan(bound.name, BOUND, f"warm conversation kept on {bound.name}", bind=False)
+        if self._lasting_obstacle(binding.account, request, last_resort, now):
             return self._place(pool, last_resort, BLOCKED)
-        others = [c for c in pool.values() if c.name != binding.account]
-        if not others:
-            assert bound is not None  # the pool is not empty
-            return Plan(bound.name, BOUND, f"warm conversation kept on {bound.name} (no other account)", bind=False)
-        choice = choose(others, self.config)
+        choice = self._choose(list(pool.values()))
         name = choice.candidate.name
         return Plan(
             name, DETOUR,

@@ -293,17 +293,6 @@ def test_far_over_line_does_not_ping_pong_between_two_far_accounts() -> None:
     assert choice.kept and choice.candidate.name == "a"
 
 
-def test_drain_target_needs_a_draining_account_with_steady_room() -> None:
-    from routing.policy import drain_target
-
-    bound = cand("a", 0.0)
-    draining = cand("d", 35.0, expiring_quota=True, warm_sessions=2, inflight=1)
-    assert drain_target([bound, draining], CONFIG, bound) == draining
-    assert drain_target([bound, replace(draining, warm_sessions=5)], CONFIG, bound) is None
-    assert drain_target([bound, replace(draining, under_rail=False)], CONFIG, bound) is None
-    assert drain_target([replace(bound, expiring_quota=True), draining], CONFIG, replace(bound, expiring_quota=True)) is None
-
-
 def test_draining_account_ignores_the_5h_warn_band_ceiling_and_threshold() -> None:
     r = router(oauth("exp"), oauth("other"))
     prove(r, "other", T0, u7=0.30, reset7_in=3.5 * DAY)
@@ -325,7 +314,10 @@ def test_account_outside_the_last_ramp_tier_keeps_the_rails_of_section_5() -> No
     assert r.select(req("t"), T0).account == "other"  # threshold applies
 
 
-def test_warm_session_moves_to_an_account_whose_quota_is_about_to_expire() -> None:
+def test_expiring_quota_draws_new_conversations_but_never_moves_a_warm_one() -> None:
+    # Issue 13: moving warm conversations to an account whose quota is about to expire
+    # bought ~3 points of quota for +0.6 cache breaks per conversation per 5 h in
+    # bench/simulate.py; the ramp boost now steers new conversations only.
     r = router(oauth("a"), oauth("exp"))
     prove(r, "a", T0, u7=0.50, reset7_in=3.5 * DAY)
     prove(r, "exp", T0, u7=0.55, reset7_in=8 * HOUR + 60)  # drains from T0 + 60
@@ -333,12 +325,10 @@ def test_warm_session_moves_to_an_account_whose_quota_is_about_to_expire() -> No
     d = r.select(req("s"), T0)
     assert d is not None and d.account == "a"
     r.release(d.ticket, T0 + 10)
-    moved = r.select(req("s"), T0 + 130)
-    assert moved is not None and moved.account == "exp" and moved.reason == "ramp"
-    assert "unused quota expires" in moved.detail
-    r.release(moved.ticket, T0 + 140)
-    stays = r.select(req("s"), T0 + 150)
-    assert stays is not None and stays.account == "exp" and stays.reason == "bound"
+    stays = r.select(req("s"), T0 + 130)
+    assert stays is not None and stays.account == "a" and stays.reason == "bound"
+    new = r.select(req("t"), T0 + 130)
+    assert new is not None and new.account == "exp"
 
 
 def test_a_moved_session_goes_only_where_it_can_stay() -> None:
