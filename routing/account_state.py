@@ -14,6 +14,7 @@ from typing import Any
 
 from routing.capacity import BurnMeter, LearnedCap
 from routing.config import RoutingConfig
+from routing.failures import COOLDOWN_MARK
 from routing.ratelimits import RateLimits, Window, model_family, window_applies_to_model, window_family
 from routing.types import AccountSpec
 from routing.usage import Usage
@@ -52,6 +53,11 @@ class Bench:
     until: float
     reason: str
     window: str | None = None
+
+    @property
+    def cooldown(self) -> bool:
+        """A short 529/5xx cooldown: it keeps new conversations away, not warm ones."""
+        return COOLDOWN_MARK in self.reason
 
 
 @dataclass
@@ -302,17 +308,19 @@ class AccountState:
     def _windows_named_in(self, reason: str) -> list[str]:
         return [token for token in _WINDOW_TOKEN.findall(reason) if token in self.windows]
 
-    def bench_for(self, family: str | None, now: float) -> Bench | None:
+    def bench_for(self, family: str | None, now: float, ignore_cooldown: bool = False) -> Bench | None:
         """The bench that stops a request of `family` now (the account-wide one first)."""
         if self.bench is not None and self.bench.until <= now:
             self.bench = None
-        if self.bench is not None:
+        if self.bench is not None and not (ignore_cooldown and self.bench.cooldown):
             return self.bench
         if family is None:
             return None
         bench = self.family_benches.get(family)
         if bench is not None and bench.until <= now:
             del self.family_benches[family]
+            return None
+        if bench is not None and ignore_cooldown and bench.cooldown:
             return None
         return bench
 

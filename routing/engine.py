@@ -73,7 +73,7 @@ class _View:
     valid_until: float
     facts: PaceFacts
     candidate: Candidate
-    usable: dict[str | None, bool]  # by model family
+    usable: dict[tuple[str | None, bool], bool]  # by model family, for a warm conversation
 
 
 @dataclass
@@ -318,11 +318,12 @@ class Router:
         return soonest
 
     def _usable_now(
-        self, state: AccountState, view: _View, request: RequestInfo, family: str | None, now: float
+        self, state: AccountState, view: _View, request: RequestInfo, family: str | None, now: float,
+        warm: bool = False,
     ) -> bool:
-        usable = view.usable.get(family)
+        usable = view.usable.get((family, warm))
         if usable is None:
-            usable = view.usable[family] = self._usable(state, view.facts, request, now)
+            usable = view.usable[(family, warm)] = self._usable(state, view.facts, request, now, warm)
         return usable
 
     def _candidate(self, state: AccountState, facts: PaceFacts, now: float) -> Candidate:
@@ -345,14 +346,19 @@ class Router:
         )
 
     def _usable(
-        self, state: AccountState, facts: PaceFacts, request: RequestInfo, now: float
+        self, state: AccountState, facts: PaceFacts, request: RequestInfo, now: float, warm: bool = False
     ) -> bool:
         """Usable for this request (§5), exclusions aside. A draining account has no
-        switch threshold: it serves until a window is rejected."""
+        switch threshold: it serves until a window is rejected. For a conversation warm on
+        this account (`warm`), a 529/5xx cooldown does not count: the request that met the
+        error fails over, the others keep their cache (bench/simulate.py, 2 % of 529s:
+        detouring every request during the cooldown cost 28 cache breaks per
+        conversation per 5 h)."""
         threshold = None if facts.draining else self.config.switch_threshold
         return (
-            state.can_be_selected(now)
-            and state.bench_for(model_family(request.model), now) is None
+            not state.spec.disabled
+            and not state.needs_login
+            and state.bench_for(model_family(request.model), now, ignore_cooldown=warm) is None
             and state.blocking_window(request.model, now, threshold) is None
         )
 
@@ -408,7 +414,7 @@ class Router:
         if state.is_api_key and self.config.api_keys_last_resort:
             return None  # whether a subscription can take it over needs the whole pool
         view = self._view(state, now)
-        if not self._usable_now(state, view, request, model_family(request.model), now):
+        if not self._usable_now(state, view, request, model_family(request.model), now, warm=True):
             return None
         bound = view.candidate
         if leaves_line(bound, self.config):

@@ -12,6 +12,8 @@ FORBIDDEN_STREAK_NEEDS_LOGIN = 2
 # Verdict kinds that mean "not now" rather than "not this account": a held request may come
 # back to such an account once its bench ends.
 THROTTLED_KINDS = frozenset({"window", "retry-after", "bare-429", "overloaded", "server-error"})
+# In the reason of a short 529/5xx cooldown bench (AccountState tells such benches apart).
+COOLDOWN_MARK = "cooling down"
 FIVE_HOURS_S = 5 * 3600.0
 WEEK_S = 7 * 86400.0
 
@@ -146,10 +148,10 @@ def classify(
             return Verdict("forbidden", f"{streak} × 403: needs a new login", failover=True, needs_login=True)
         return Verdict("forbidden", "403 (excluded for this request)", failover=True)
     if status == 529:
-        return Verdict("overloaded", "529 overloaded: cooling down 30s", failover=True,
+        return Verdict("overloaded", f"529 overloaded: {COOLDOWN_MARK} 30s", failover=True,
                        bench_until=now + OVERLOADED_COOLDOWN_S, pass_through_if_alone=True)
     if status in (500, 502, 503):
-        return Verdict("server-error", f"{status}: cooling down {SERVER_ERROR_COOLDOWN_S:g}s", failover=True,
+        return Verdict("server-error", f"{status}: {COOLDOWN_MARK} {SERVER_ERROR_COOLDOWN_S:g}s", failover=True,
                        bench_until=now + SERVER_ERROR_COOLDOWN_S, pass_through_if_alone=True)
     return Verdict("client-error", str(status))
 
