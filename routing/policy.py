@@ -149,11 +149,11 @@ def choose(
         return _best(targets, config)
     stage = list(candidates)
     stage = _narrow(stage, [c for c in stage if c.under_rail])
+    # An account far over its weekly line is kept for later: new work avoids it before the
+    # load-spreading caps narrow further (never to nothing).
+    stage = _narrow(stage, [c for c in stage if not c.far_over_line])
     stage = _narrow(stage, [c for c in stage if c.has_room])
     stage = _narrow(stage, [c for c in stage if c.warm_sessions < config.max_sessions_per_account])
-    # What step 2 picks must pass step 1 on the next request, or the session is moved
-    # again at once: so avoid accounts far over their line too (never to nothing).
-    stage = _narrow(stage, [c for c in stage if not c.far_over_line])
     return _best(stage, config)
 
 

@@ -109,7 +109,7 @@ class Traffic:
             try:
                 for _ in range(rng.randint(25, 50)):
                     self._turn(session_id, None, model, rng)
-                    if rng.random() < 0.08:
+                    if rng.random() < 0.03:
                         for _ in range(rng.randint(2, 3)):
                             agent = uuid.uuid4().hex[:17]
                             threading.Thread(target=self._subagent, args=(session_id, agent, rng.randrange(1 << 30)),
