@@ -47,7 +47,18 @@ from routing.config import RoutingConfig  # noqa: E402
 from routing.engine import Router  # noqa: E402
 from routing.failures import Streaks  # noqa: E402
 from routing.lifecycle import (  # noqa: E402
-    Answer, Exchange, LifecycleSettings, NoAccount, Refresh, Refreshed, Send, Step, Upstream, Wait, Woke, exchange,
+    Answer,
+    Exchange,
+    LifecycleSettings,
+    NoAccount,
+    Refresh,
+    Refreshed,
+    Send,
+    Step,
+    Upstream,
+    Wait,
+    Woke,
+    exchange,
 )
 from routing.policy import Candidate  # noqa: E402
 from routing.ratelimits import parse_ratelimit_headers  # noqa: E402

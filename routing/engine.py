@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from routing import persistence
-from routing.account_state import FIVE_HOUR, SEVEN_DAY, AccountState, PaceFacts, UsageTotals
+from routing.account_state import (
+    FIVE_HOUR,
+    SEVEN_DAY,
+    AccountState,
+    PaceFacts,
+    UsageTotals,
+)
 from routing.capacity import AccountCapacity, pool_capacity
 from routing.config import RoutingConfig
 from routing.policy import (
@@ -29,7 +35,6 @@ from routing.policy import (
     Candidate,
     Choice,
     choose,
-    describe_pick,
     keep_failure,
     leaves_line,
 )

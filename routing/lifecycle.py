@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, TypeVar
 
 from routing.engine import Router
 from routing.failures import THROTTLED_KINDS, Streaks, Verdict, classify
@@ -102,7 +102,7 @@ class NoAccount:
     final = True
 
 
-Step = Union[Send, Refresh, Wait, Answer, ClientRetry, NoAccount]
+Step = Send | Refresh | Wait | Answer | ClientRetry | NoAccount
 
 
 # -- outcomes (sent in) ----------------------------------------------------------------
@@ -140,7 +140,7 @@ class Woke:
     now: float
 
 
-Outcome = Union[Upstream, Failed, Refreshed, Woke]
+Outcome = Upstream | Failed | Refreshed | Woke
 
 
 # -- the exchange ----------------------------------------------------------------------
@@ -175,6 +175,16 @@ class Exchange:
             self.tried.add(account)
             if not throttled:
                 self.refused.add(account)
+
+
+_O = TypeVar("_O", Upstream, Failed, Refreshed, Woke)
+
+
+def _expect(outcome: Outcome, kind: type[_O]) -> _O:
+    """The outcome a step is answered with (a driver bug otherwise, said plainly)."""
+    if not isinstance(outcome, kind):
+        raise TypeError(f"expected {kind.__name__} in reply, got {type(outcome).__name__}")
+    return outcome
 
 
 def connection_failed(reason: str) -> Verdict:
@@ -217,7 +227,7 @@ def exchange(
             yield from _client_retry(router, ex, decision, verdict, status, settings, now)
             return
         if verdict.refresh_and_retry:
-            refreshed = yield Refresh(decision.account)
+            refreshed = _expect((yield Refresh(decision.account)), Refreshed)
             now = refreshed.now
             if refreshed.ok:
                 ex.refreshed = True
@@ -293,8 +303,7 @@ def _acquire(
             change = router.next_change_at(now)
             if change is not None:
                 until = min(until, change + 0.01)
-            woke = yield Wait(until)
-            now = woke.now
+            now = _expect((yield Wait(until)), Woke).now
         ex.held_s += now - began
     if decision is not None:
         ex.choose(decision)
@@ -309,7 +318,7 @@ def _client_retry(
     immediate retry (a new request) lands elsewhere, streaming."""
     account = decision.account
     if verdict.refresh_and_retry:
-        refreshed = yield Refresh(account)
+        refreshed = _expect((yield Refresh(account)), Refreshed)
         now = refreshed.now
         if not refreshed.ok:
             apply_verdict(router, account,

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -139,7 +139,7 @@ class Traffic:
         if kind is None:
             path.unlink(missing_ok=True)
             return
-        stamp = datetime.now(timezone.utc).isoformat()
+        stamp = datetime.now(UTC).isoformat()
         entry = {"type": kind, "timestamp": stamp, "sessionId": session_id,
                  "message": {"role": kind, "content": [{"type": "text", "text": "…"}]}}
         with open(path, "a", encoding="utf-8") as handle:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from routing.failures import Streaks
 from routing.lifecycle import (
-    Answer, ClientRetry, Failed, LifecycleSettings, NoAccount, Refresh, Refreshed, Send, Upstream, Wait, Woke,
+    Answer,
+    ClientRetry,
+    Failed,
+    LifecycleSettings,
+    NoAccount,
+    Refresh,
+    Refreshed,
+    Send,
+    Upstream,
+    Wait,
+    Woke,
     exchange,
 )
 from routing.ratelimits import parse_ratelimit_headers
@@ -22,7 +32,10 @@ def pool(*names: str):
     return r
 
 
-def drive(r, request, script, settings=LifecycleSettings(), now=T0):
+DEFAULTS = LifecycleSettings()
+
+
+def drive(r, request, script, settings=DEFAULTS, now=T0):
     """Run the lifecycle; `script(step)` returns the outcome of each non-final step.
     Returns (final step, list of steps)."""
     flow = exchange(r, request, Streaks(), settings, now)
@@ -44,7 +57,7 @@ def answers(table, now=T0):
 
 def test_a_success_is_answered_and_its_ticket_left_to_the_caller() -> None:
     r = pool("a", "b")
-    final, steps = drive(r, req("s"), answers({"a": [(200, [])]}))
+    final, _ = drive(r, req("s"), answers({"a": [(200, [])]}))
     assert isinstance(final, Answer) and final.decision.account == "a" and final.verdict.ok
     assert {a["name"]: a["inflight"] for a in r.snapshot(T0)["accounts"]} == {"a": 1, "b": 0}
 
@@ -95,7 +108,7 @@ def test_unusable_credentials_refuse_the_account_for_this_request() -> None:
             return Failed("token expired and the token endpoint is down", T0)
         return Upstream(200, OK, T0)
 
-    final, steps = drive(r, req("s"), script)
+    final, _ = drive(r, req("s"), script)
     assert final.decision.account == "b"
 
 

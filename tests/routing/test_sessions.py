@@ -59,7 +59,7 @@ def test_evict_drops_idle_bindings_but_not_busy_ones() -> None:
 
 
 def test_bindings_are_bounded_least_recently_used_idle_ones_go_first(monkeypatch) -> None:
-    import routing.sessions as sessions
+    from routing import sessions
 
     monkeypatch.setattr(sessions, "MAX_BINDINGS", 3)
     t = SessionTable()
