@@ -339,14 +339,17 @@ class AccountState:
             and self.seen[name] + FAMILY_RECHECK_S > now
         ]
 
-    def locked_until(self, now: float) -> float | None:
+    def locked_until(self, now: float, threshold: float | None = None) -> float | None:
         """When the account can serve some model again, if it cannot now: the later of its
-        account-wide bench and the end of every rejected window that binds every model."""
+        account-wide bench and the end of every window binding every model that is rejected
+        (or, given a `threshold`, used at or above it)."""
         self._drop_passed_windows(now)
         ends = [
             self.window_end(name, window)
             for name, window in self.windows.items()
-            if window.rejected and window_family(name) is None
+            if window_family(name) is None and (
+                window.rejected or (threshold is not None and window.utilization is not None
+                                    and window.utilization >= threshold))
         ]
         bench = self.bench_for(None, now)
         if bench is not None:

@@ -513,7 +513,12 @@ class Router:
         lines = []
         for state in self._accounts.values():
             status = state.status(now)
-            locked = state.locked_until(now)
+            facts = state.facts(config, now)
+            # /capacity agrees with routing: an account no model can use is benched until
+            # it can (a draining account has no switch threshold, as in `_usable`).
+            locked = state.locked_until(now, None if facts.draining else config.switch_threshold)
+            if locked is not None and status in ("ok", "unknown"):
+                status = "benched"
             live = status in ("ok", "unknown")
             used_5h = state.utilization(FIVE_HOUR, now)
             used_7d = state.utilization(SEVEN_DAY, now)

@@ -106,3 +106,11 @@ def test_saved_windows_without_seen_count_from_the_restart() -> None:
         "a": {"windows": {"5h": {"status": "rejected", "utilization": 1.0, "reset": None}}}}}, T0)
     assert r.select(req("x", OPUS), T0 + 1).account == "b"
     assert r.select(req("y", OPUS), T0 + 5 * HOUR + 1).account == "a"
+
+
+def test_capacity_calls_an_account_at_the_switch_threshold_benched_until_its_reset() -> None:
+    r = two_accounts()
+    r.observe("a", 200, limits(T0, u5=0.99, reset5_in=2 * HOUR, u7=0.10), T0)
+    assert r.select(req("x", OPUS), T0 + 1).account == "b"
+    line = {a["name"]: a for a in r.capacity(T0 + 1)["accounts"]}["a"]
+    assert line["status"] == "benched" and line["benchSec"] == pytest.approx(2 * HOUR - 1, abs=2)
