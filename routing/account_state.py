@@ -6,13 +6,16 @@ A window whose reset has passed is gone: the quota it described has been renewed
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from routing.capacity import BurnMeter, LearnedCap
 from routing.config import RoutingConfig
-from routing.ratelimits import RateLimits, Window, window_applies_to_model
+from routing.failures import COOLDOWN_MARK
+from routing.ratelimits import RateLimits, Window, model_family, window_applies_to_model, window_family
 from routing.types import AccountSpec
 from routing.usage import Usage
 
@@ -21,6 +24,10 @@ FIVE_HOUR = "5h"
 SEVEN_DAY = "7d"
 
 _WINDOW_TOKEN = re.compile(r"[A-Za-z0-9_]+")
+# A model-scoped reading (7d_oi, 7d_sonnet) may only be refreshed by that family's own
+# responses: once it is this old it no longer keeps the family away, so one request of the
+# family re-checks it (a 429 then benches the family until the window's reset).
+FAMILY_RECHECK_S = 3600.0
 
 
 def window_length(name: str) -> float:
@@ -46,6 +53,11 @@ class Bench:
     until: float
     reason: str
     window: str | None = None
+
+    @property
+    def cooldown(self) -> bool:
+        """A short 529/5xx cooldown: it keeps new conversations away, not warm ones."""
+        return COOLDOWN_MARK in self.reason
 
 
 @dataclass
@@ -112,6 +124,8 @@ class AccountState:
         self.needs_login = False
         self.bench: Bench | None = None
         self.family_benches: dict[str, Bench] = {}
+        self.seen: dict[str, float] = {}  # when each window was last in a response
+        self.version = 0  # bumped on every change of what selection reads (views cache on it)
         self.last_seen: float | None = None
         self.usage = UsageTotals()
         self.burn = BurnMeter()
@@ -130,10 +144,18 @@ class AccountState:
     def observe(self, status: int, limits: RateLimits, now: float) -> None:
         """Store what one response's headers said. A 2xx proves the account."""
         self.last_seen = now
+        self.version += 1
         if 200 <= status < 300:
             self.proven = True
         for name, window in limits.windows.items():
+            if window.reset is not None and window.reset <= now:
+                if not window.rejected:
+                    continue  # already renewed: it says nothing about the quota now
+                # Rejected "until a moment that has passed" is no usable reset: the window
+                # then ends one window length after it was seen (`window_end`).
+                window = Window(window.utilization, None, window.status)
             self.windows[name] = believable(name, window, now)
+            self.seen[name] = now
         self.unified.update(limits.unified)
         self.raw.update(limits.raw)
         for name in limits.unknown:
@@ -142,9 +164,17 @@ class AccountState:
         self._drop_passed_windows(now)
         self._extend_benches_to_resets(now)
 
+    def window_end(self, name: str, window: Window) -> float:
+        """When a stored window stops counting: its reset, or for a window with no usable
+        reset (missing, garbled, passed) one window length after it was last seen."""
+        if window.reset is not None:
+            return window.reset
+        return self.seen.get(name, 0.0) + window_length(name)
+
     def _drop_passed_windows(self, now: float) -> None:
-        for name in [n for n, w in self.windows.items() if w.reset is not None and w.reset <= now]:
+        for name in [n for n, w in self.windows.items() if self.window_end(n, w) <= now]:
             del self.windows[name]
+            self.seen.pop(name, None)
 
     def _extend_benches_to_resets(self, now: float) -> None:
         """A bench never ends before the known reset of the window that caused it."""
@@ -152,14 +182,15 @@ class AccountState:
             if bench is None or bench.window is None:
                 continue
             window = self.windows.get(bench.window)
-            if window is not None and window.rejected and window.reset is not None:
-                reset = min(window.reset, now + window_length(bench.window))
+            if window is not None and window.rejected:
+                reset = min(self.window_end(bench.window, window), now + window_length(bench.window))
                 bench.until = max(bench.until, reset)
 
     def window(self, name: str, now: float) -> Window | None:
         window = self.windows.get(name)
-        if window is not None and window.reset is not None and window.reset <= now:
+        if window is not None and self.window_end(name, window) <= now:
             del self.windows[name]
+            self.seen.pop(name, None)
             return None
         return window
 
@@ -174,19 +205,21 @@ class AccountState:
     def blocking_window(self, model: str | None, now: float, threshold: float | None) -> str | None:
         """The first window that stops a request for `model`: rejected, or with its
         utilization at `threshold` (None: only a rejection stops it)."""
+        return next(self._blocking_windows(model, now, threshold), None)
+
+    def _blocking_windows(self, model: str | None, now: float, threshold: float | None) -> Iterator[str]:
         self._drop_passed_windows(now)
         for name, window in self.windows.items():
             if not window_applies_to_model(name, model):
                 continue
-            if window.rejected:
-                return name
-            if (
+            if window_family(name) is not None and now - self.seen.get(name, now) >= FAMILY_RECHECK_S:
+                continue  # a stale family reading: let one request re-check it
+            if window.rejected or (
                 threshold is not None
                 and window.utilization is not None
                 and window.utilization >= threshold
             ):
-                return name
-        return None
+                yield name
 
     # -- pace and load ---------------------------------------------------------------
 
@@ -208,15 +241,12 @@ class AccountState:
             boost = max(0.0, 1.0 - used_7d) * weight
             # In the last ramp tier the quota left now is lost at the reset, hours away:
             # slowing the account before its 5h cap saves nothing (a 5h rejection costs one
-            # transparent failover), so the 5h warn band, soft ceiling and switch threshold
-            # do not apply to it.
+            # transparent failover), so the 5h soft ceiling and switch threshold do not
+            # apply to it.
             draining = bool(config.ramp_tiers) and hours_left <= config.ramp_tiers[0][0]
-        if config.probe_gate and not self.proven:
-            cap = 1
-        elif used_5h is not None and used_5h >= config.five_hour_warn and not draining:
-            cap = 1
-        else:
-            cap = max(1, config.max_inflight_per_account)
+        # No in-flight cap of 1 in the 5h warn band: in bench/simulate.py it bought nothing
+        # but detours (two overlapping requests of warm conversations) and 429s.
+        cap = 1 if config.probe_gate and not self.proven else max(1, config.max_inflight_per_account)
         return PaceFacts(
             utilization_5h=used_5h,
             utilization_7d=used_7d,
@@ -234,26 +264,35 @@ class AccountState:
     # -- benches ---------------------------------------------------------------------
 
     def set_bench(self, until: float, reason: str, family: str | None, now: float) -> None:
-        """Bench until `until`, or the known reset of a window named in `reason` if later
-        (the latest of them when several are named: "5h/7d window rejected").
+        """Bench `family` (None: every model) until `until`, and each window named in
+        `reason` ("5h/7d_oi window rejected") on what it governs until its end: `5h` and
+        `7d` the whole account, `7d_oi` the premium models, `7d_sonnet` Sonnet. A bench
+        never ends before the known end of a window of its own scope named in `reason`.
 
         A reset further away than the window's own length is not believed: the bench then
         extends only that far.
         """
-        window_name: str | None = None
+        scopes: dict[str | None, Bench] = {family: Bench(until, reason)}
         for name in self._windows_named_in(reason):
             window = self.window(name, now)
-            if window is None or window.reset is None:
+            if window is None:
                 continue
-            reset = min(window.reset, now + window_length(name))
-            if reset > until:
-                until, window_name = reset, name
-            elif window_name is None:
-                window_name = name
+            end = min(self.window_end(name, window), now + window_length(name))
+            bench = scopes.setdefault(window_family(name), Bench(now, reason))
+            if end > bench.until:
+                bench.until, bench.window = end, name
+            elif bench.window is None:
+                bench.window = name
+        for scope, bench in scopes.items():
+            self._bench(scope, bench, now)
+
+    def _bench(self, family: str | None, bench: Bench, now: float) -> None:
         target = self.family_benches.get(family) if family else self.bench
-        if target is not None and target.until > until and target.until > now:
+        if target is not None and target.until > bench.until and target.until > now:
             return
-        bench = Bench(until=until, reason=reason, window=window_name)
+        if bench.until <= now:
+            return
+        self.version += 1
         if family:
             self.family_benches[family] = bench
         else:
@@ -262,11 +301,11 @@ class AccountState:
     def _windows_named_in(self, reason: str) -> list[str]:
         return [token for token in _WINDOW_TOKEN.findall(reason) if token in self.windows]
 
-    def bench_for(self, family: str | None, now: float) -> Bench | None:
+    def bench_for(self, family: str | None, now: float, ignore_cooldown: bool = False) -> Bench | None:
         """The bench that stops a request of `family` now (the account-wide one first)."""
         if self.bench is not None and self.bench.until <= now:
             self.bench = None
-        if self.bench is not None:
+        if self.bench is not None and not (ignore_cooldown and self.bench.cooldown):
             return self.bench
         if family is None:
             return None
@@ -274,14 +313,58 @@ class AccountState:
         if bench is not None and bench.until <= now:
             del self.family_benches[family]
             return None
+        if bench is not None and ignore_cooldown and bench.cooldown:
+            return None
         return bench
+
+    def family_recheck_at(self, now: float) -> list[float]:
+        """When model-scoped readings that block now become stale enough to re-check."""
+        return [
+            self.seen[name] + FAMILY_RECHECK_S
+            for name in self.windows
+            if window_family(name) is not None and name in self.seen
+            and self.seen[name] + FAMILY_RECHECK_S > now
+        ]
+
+    def locked_until(self, now: float, threshold: float | None = None) -> float | None:
+        """When the account can serve some model again, if it cannot now: the later of its
+        account-wide bench and the end of every window binding every model that is rejected
+        (or, given a `threshold`, used at or above it)."""
+        self._drop_passed_windows(now)
+        ends = [
+            self.window_end(name, window)
+            for name, window in self.windows.items()
+            if window_family(name) is None and (
+                window.rejected or (threshold is not None and window.utilization is not None
+                                    and window.utilization >= threshold))
+        ]
+        bench = self.bench_for(None, now)
+        if bench is not None:
+            ends.append(bench.until)
+        return max(ends) if ends else None
+
+    def free_at(self, model: str | None, now: float, threshold: float | None) -> float | None:
+        """When the account can serve `model` again (None: it can now, as far as benches
+        and windows go; `math.inf`: not by waiting). Used to tell a transient obstacle from
+        a lasting one."""
+        if self.spec.disabled or self.needs_login:
+            return math.inf
+        ends: list[float] = []
+        bench = self.bench_for(model_family(model), now)
+        if bench is not None:
+            ends.append(bench.until)
+        ends.extend(
+            self.window_end(name, self.windows[name])
+            for name in list(self._blocking_windows(model, now, threshold))
+        )
+        return max(ends) if ends else None
 
     def status(self, now: float) -> str:
         if self.spec.disabled:
             return "disabled"
         if self.needs_login:
             return "needs-login"
-        if self.bench_for(None, now) is not None:
+        if self.locked_until(now) is not None:
             return "benched"
         if self.last_seen is None:
             return "unknown"

@@ -8,12 +8,18 @@ call, so a check and its reservation can never interleave with another request.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from routing import persistence
-from routing.account_state import FIVE_HOUR, SEVEN_DAY, AccountState, PaceFacts, UsageTotals
+from routing.account_state import (
+    FIVE_HOUR,
+    SEVEN_DAY,
+    AccountState,
+    PaceFacts,
+    UsageTotals,
+)
 from routing.capacity import AccountCapacity, pool_capacity
 from routing.config import RoutingConfig
 from routing.policy import (
@@ -21,15 +27,16 @@ from routing.policy import (
     BLOCKED,
     BOUND,
     CURRENT,
+    DETOUR,
+    FAR_OVER_LINE,
     NEW_SESSION,
     PINNED,
-    RAMP,
     WINDOW_LAPSED,
     Candidate,
-    describe_pick,
+    Choice,
     choose,
-    drain_target,
     keep_failure,
+    leaves_line,
 )
 from routing.ratelimits import RateLimits, model_family
 from routing.sessions import Binding, SessionTable
@@ -37,13 +44,17 @@ from routing.types import AccountSpec, Decision, RequestInfo
 from routing.usage import PriceTable, Usage, default_prices
 
 _REASON_WORDS = {
-    NEW_SESSION: "new session",
+    NEW_SESSION: "new conversation",
     WINDOW_LAPSED: "window lapsed",
     BLOCKED: "blocked",
     "far-over-line": "far over line",
     "rail": "5h rail",
     CURRENT: "no session",
 }
+
+
+# Picks an account for a conversation from the usable candidates (never empty).
+Placement = Callable[[Sequence[Candidate]], Candidate]
 
 
 @dataclass(frozen=True)
@@ -53,7 +64,21 @@ class Plan:
     account: str
     reason: str
     detail: str
-    bind: bool  # (re)bind the request's session, or move the sticky current account
+    bind: bool  # (re)bind the request's conversation, or move the sticky current account
+
+
+# Facts are recomputed at least this often (the pace line moves slowly).
+_VIEW_TTL_S = 60.0
+
+
+@dataclass
+class _View:
+    version: int
+    computed_at: float
+    valid_until: float
+    facts: PaceFacts
+    candidate: Candidate
+    usable: dict[tuple[str | None, bool], bool]  # by model family, for a warm conversation
 
 
 @dataclass
@@ -69,9 +94,13 @@ class Router:
         config: RoutingConfig,
         accounts: Sequence[AccountSpec] = (),
         prices: PriceTable | None = None,
+        placement: Placement | None = None,
     ) -> None:
+        """`placement` replaces step 2's choice (`policy.choose`) for conversations
+        without a warm binding and for detours: bench/simulate.py's baselines use it."""
         self.config = config
         self.prices = prices if prices is not None else default_prices()
+        self._placement = placement
         self._accounts: dict[str, AccountState] = {}
         self._sessions = SessionTable()
         self._tickets: dict[int, _Ticket] = {}
@@ -82,12 +111,14 @@ class Router:
         self._models: dict[str, UsageTotals] = {}
         # Saved data of accounts not configured (yet): applied when they appear.
         self._pending_restore: dict[str, tuple[dict[str, Any], float]] = {}
+        self._views: dict[str, _View] = {}
         self.set_accounts(accounts)
 
     # -- configuration ---------------------------------------------------------------
 
     def configure(self, config: RoutingConfig) -> None:
         self.config = config
+        self._views.clear()
 
     def set_accounts(self, accounts: Sequence[AccountSpec]) -> None:
         """Apply the configured account list; state is kept by name, removed ones dropped."""
@@ -99,12 +130,14 @@ class Router:
                 pending = self._pending_restore.pop(spec.name, None)
                 if pending is not None:
                     persistence.restore_account(state, *pending)
-            else:
+            elif state.spec != spec:
                 state.spec = spec
+                state.version += 1
             fresh[spec.name] = state
         for name in self._accounts.keys() - fresh.keys():
             self._sessions.drop_account(name)
         self._accounts = fresh
+        self._views = {name: view for name, view in self._views.items() if name in fresh}
         if self._current not in fresh:
             self._current = None
         if self._pinned not in fresh:
@@ -113,8 +146,22 @@ class Router:
     def mark_needs_login(self, account: str, needs: bool) -> None:
         """Unknown names are ignored: a reload may remove an account while it answers."""
         state = self._accounts.get(account)
-        if state is not None:
+        if state is not None and state.needs_login != needs:
             state.needs_login = needs
+            state.version += 1
+
+    def account_kind(self, account: str) -> str | None:
+        """"oauth" or "apikey" for a configured account, None for an unknown name."""
+        state = self._accounts.get(account)
+        return None if state is None else state.spec.kind
+
+    def may_free_up(self, refused: Collection[str], now: float) -> bool:
+        """Could waiting help a request? True when some account it has not refused is only
+        throttled (benched or window-blocked), not disabled or waiting for a new login."""
+        return any(
+            name not in refused and not state.spec.disabled and not state.needs_login
+            for name, state in self._accounts.items()
+        )
 
     def pin(self, account: str | None) -> None:
         """Pin the account serving requests without a session (None: automatic)."""
@@ -140,12 +187,16 @@ class Router:
             return None
         account = self._accounts[plan.account]
         binding: Binding | None = None
-        if request.session_id is not None:
-            binding = self._sessions.get(request.session_id)
+        key = request.conversation_key
+        if key is not None:
+            binding = self._sessions.get(key)
             if plan.bind or binding is None:
-                binding = self._sessions.bind(request.session_id, plan.account, plan.reason, now)
+                binding = self._sessions.bind(key, plan.account, plan.reason, now)
+                binding.describe(request)
             else:
                 self._sessions.touch(binding, now)
+                if plan.reason == DETOUR:
+                    binding.detours += 1
             binding.inflight += 1
             if request.model:
                 binding.model = request.model
@@ -194,7 +245,7 @@ class Router:
         if entry.binding is not None:
             entry.binding.inflight = max(0, entry.binding.inflight - 1)
             entry.binding.totals.add(usage, cost)
-            if self._sessions.get(entry.binding.session_id) is entry.binding:
+            if self._sessions.get(entry.binding.key) is entry.binding:
                 self._sessions.touch(entry.binding, now)
         if usage is not None and usage.burn > 0:
             account.burn.add(usage.burn, now)
@@ -220,10 +271,12 @@ class Router:
         state.set_bench(until, reason, model_family, now)
 
     def next_change_at(self, now: float) -> float | None:
-        """The soonest future moment a bench ends or a window resets."""
+        """The soonest future moment a bench ends, a window resets (or, without a usable
+        reset, ends) or a stale family reading may be re-checked."""
         soonest: float | None = None
         for state in self._accounts.values():
-            moments = [w.reset for w in state.live_windows(now).values() if w.reset is not None]
+            moments = [state.window_end(n, w) for n, w in state.live_windows(now).items()]
+            moments.extend(state.family_recheck_at(now))
             if state.bench is not None:
                 moments.append(state.bench.until)
             moments.extend(b.until for b in state.family_benches.values())
@@ -233,6 +286,50 @@ class Router:
         return soonest
 
     # -- policy ----------------------------------------------------------------------
+
+    def _view(self, state: AccountState, now: float) -> _View:
+        """The account's facts and candidate, recomputed only when its state changed or
+        a moment passed that changes them; the live fields (in flight, warm
+        conversations) are refreshed on every call. Keeps selection cheap per account."""
+        name = state.spec.name
+        view = self._views.get(name)
+        if view is None or view.version != state.version or not view.computed_at <= now < view.valid_until:
+            facts = state.facts(self.config, now)
+            view = _View(state.version, now, self._valid_until(state, now), facts,
+                         self._candidate(state, facts, now), {})
+            self._views[name] = view
+        else:
+            candidate = view.candidate
+            candidate.inflight = state.inflight
+            candidate.warm_sessions = self._sessions.warm_count(name, now, self.config.warm_window_s)
+        return view
+
+    def _valid_until(self, state: AccountState, now: float) -> float:
+        """The first moment the account's facts or usability may change without a new
+        response: a bench or window ending, a stale reading, a ramp tier starting. The pace
+        line itself moves by 0.01 % a minute: recomputing once a minute is plenty."""
+        soonest = now + _VIEW_TTL_S
+        moments = [state.window_end(n, w) for n, w in state.windows.items()]
+        moments.extend(state.family_recheck_at(now))
+        if state.bench is not None:
+            moments.append(state.bench.until)
+        moments.extend(b.until for b in state.family_benches.values())
+        week = state.windows.get(SEVEN_DAY)
+        if week is not None and week.reset is not None:
+            moments.extend(week.reset - hours * 3600.0 for hours, _ in self.config.ramp_tiers)
+        for moment in moments:
+            if now < moment < soonest:
+                soonest = moment
+        return soonest
+
+    def _usable_now(
+        self, state: AccountState, view: _View, request: RequestInfo, family: str | None, now: float,
+        warm: bool = False,
+    ) -> bool:
+        usable = view.usable.get((family, warm))
+        if usable is None:
+            usable = view.usable[(family, warm)] = self._usable(state, view.facts, request, now, warm)
+        return usable
 
     def _candidate(self, state: AccountState, facts: PaceFacts, now: float) -> Candidate:
         config = self.config
@@ -251,20 +348,22 @@ class Router:
             inflight_cap=facts.inflight_cap,
             warm_sessions=self._sessions.warm_count(state.name, now, config.warm_window_s),
             far_over_line=facts.far_over_line,
-            expiring_quota=facts.draining
-            and facts.utilization_7d is not None
-            and facts.utilization_7d < config.switch_threshold - config.far_over_line,
         )
 
     def _usable(
-        self, state: AccountState, facts: PaceFacts, request: RequestInfo, now: float
+        self, state: AccountState, facts: PaceFacts, request: RequestInfo, now: float, warm: bool = False
     ) -> bool:
         """Usable for this request (§5), exclusions aside. A draining account has no
-        switch threshold: it serves until a window is rejected."""
+        switch threshold: it serves until a window is rejected. For a conversation warm on
+        this account (`warm`), a 529/5xx cooldown does not count: the request that met the
+        error fails over, the others keep their cache (bench/simulate.py, 2 % of 529s:
+        detouring every request during the cooldown cost 28 cache breaks per
+        conversation per 5 h)."""
         threshold = None if facts.draining else self.config.switch_threshold
         return (
-            state.can_be_selected(now)
-            and state.bench_for(model_family(request.model), now) is None
+            not state.spec.disabled
+            and not state.needs_login
+            and state.bench_for(model_family(request.model), now, ignore_cooldown=warm) is None
             and state.blocking_window(request.model, now, threshold) is None
         )
 
@@ -274,12 +373,13 @@ class Router:
         """Usable accounts as candidates; API keys only when no OAuth account is usable
         (with `api_keys_last_resort`). The flag says the pool is the last resort."""
         usable: list[Candidate] = []
-        for state in self._accounts.values():
-            if state.name in exclude:
+        family = model_family(request.model)
+        for name, state in self._accounts.items():
+            if name in exclude:
                 continue
-            facts = state.facts(self.config, now)
-            if self._usable(state, facts, request, now):
-                usable.append(self._candidate(state, facts, now))
+            view = self._view(state, now)
+            if self._usable_now(state, view, request, family, now):
+                usable.append(view.candidate)
         if self.config.api_keys_last_resort:
             oauth = [c for c in usable if not c.api_key]
             if oauth or not usable:
@@ -288,41 +388,107 @@ class Router:
         return {c.name: c for c in usable}, False
 
     def _plan(self, request: RequestInfo, now: float, exclude: Collection[str]) -> Plan | None:
+        key = request.conversation_key
+        binding = self._sessions.get(key) if key is not None else None
+        warm = binding is not None and binding.warm(now, self.config.warm_window_s)
+        if binding is not None and warm:
+            kept = self._keep(binding, request, now, exclude)
+            if kept is not None:
+                return kept
         pool, last_resort = self._pool(request, now, exclude)
         if not pool:
             return None
-        if request.session_id is None:
+        if key is None:
             return self._plan_sessionless(pool, last_resort, now)
-        binding = self._sessions.get(request.session_id)
-        bound: Candidate | None = None
         if binding is None:
-            reason = NEW_SESSION
-        elif not binding.warm(now, self.config.warm_window_s):
-            reason = WINDOW_LAPSED
-        elif binding.account not in pool:
-            reason = BLOCKED
-        else:
-            bound = pool[binding.account]
-            failure = keep_failure(bound)
-            if failure is None:
-                drain = drain_target(list(pool.values()), self.config, bound)
-                if drain is None:
-                    return Plan(bound.name, BOUND, f"warm session kept on {bound.name}", bind=False)
-                return Plan(
-                    drain.name, RAMP,
-                    f"ramp → {drain.name} ({describe_pick(drain, 1)}; its unused quota expires)",
-                    bind=True,
-                )
-            reason = failure
-        choice = choose(list(pool.values()), self.config, bound)
+            return self._place(pool, last_resort, NEW_SESSION)
+        if not warm:
+            return self._place(pool, last_resort, WINDOW_LAPSED)
+        return self._plan_warm(binding, request, pool, last_resort, now)
+
+    def _keep(
+        self, binding: Binding, request: RequestInfo, now: float, exclude: Collection[str]
+    ) -> Plan | None:
+        """The warm conversation stays on its account, in O(1) of the number of accounts
+        (None: the full procedure decides). It is never moved to use quota that is about
+        to expire (the ramp steers new conversations only): in bench/simulate.py those
+        moves bought ~3 points of quota for +0.6 cache breaks per conversation per 5 h."""
+        state = self._accounts.get(binding.account)
+        if state is None or state.name in exclude:
+            return None
+        if state.is_api_key and self.config.api_keys_last_resort:
+            return None  # whether a subscription can take it over needs the whole pool
+        view = self._view(state, now)
+        if not self._usable_now(state, view, request, model_family(request.model), now, warm=True):
+            return None
+        bound = view.candidate
+        if leaves_line(bound, self.config):
+            return None
+        return Plan(bound.name, BOUND, f"warm conversation kept on {bound.name}", bind=False)
+
+    def _choose(self, candidates: list[Candidate]) -> Choice:
+        if self._placement is None:
+            return choose(candidates, self.config)
+        picked = self._placement(candidates)
+        return Choice(picked, kept=False, why="placement")
+
+    def _place(self, pool: dict[str, Candidate], last_resort: bool, reason: str) -> Plan:
+        """A conversation without a warm binding (or leaving one for good): step 2."""
+        choice = self._choose(list(pool.values()))
         name = choice.candidate.name
         words = _REASON_WORDS.get(reason, reason)
-        if choice.kept:
-            return Plan(name, BOUND, f"{words}, kept on {name} ({choice.why})", bind=False)
         if last_resort:
             reason = API_KEY_LAST_RESORT
             words = f"no subscription usable ({words})"
         return Plan(name, reason, f"{words} → {name} ({choice.why})", bind=True)
+
+    def _plan_warm(
+        self,
+        binding: Binding,
+        request: RequestInfo,
+        pool: dict[str, Candidate],
+        last_resort: bool,
+        now: float,
+    ) -> Plan:
+        """A warm conversation whose account did not simply keep it. Only a lasting
+        obstacle moves the binding (window rejected or at the threshold, needs-login,
+        disabled, a bench longer than a cache lives, far over its line); a transient one
+        (a short cooldown, a rejection about to reset, an account excluded for this
+        request) serves this one request elsewhere and leaves the binding where its cache
+        is. The in-flight cap does not apply to a warm conversation at all: it spreads new
+        conversations; in bench/simulate.py applying it to warm ones only broke caches."""
+        bound = pool.get(binding.account)
+        if bound is not None:
+            if leaves_line(bound, self.config):
+                choice = choose(list(pool.values()), self.config, bound)
+                name = choice.candidate.name
+                if choice.kept:
+                    return Plan(name, BOUND, f"far over line, kept on {name} ({choice.why})", bind=False)
+                return Plan(name, FAR_OVER_LINE, f"far over line → {name} ({choice.why})", bind=True)
+            return Plan(bound.name, BOUND, f"warm conversation kept on {bound.name}", bind=False)
+        if self._lasting_obstacle(binding.account, request, last_resort, now):
+            return self._place(pool, last_resort, BLOCKED)
+        choice = self._choose(list(pool.values()))
+        name = choice.candidate.name
+        return Plan(
+            name, DETOUR,
+            f"{binding.account} busy for now → this request on {name} ({choice.why}); "
+            f"the conversation stays on {binding.account}",
+            bind=False,
+        )
+
+    def _lasting_obstacle(self, account: str, request: RequestInfo, last_resort: bool, now: float) -> bool:
+        """Is the bound account out of this conversation's reach for longer than its cache
+        lives? (An account only excluded for this request is not.)"""
+        state = self._accounts.get(account)
+        if state is None:
+            return True
+        if state.is_api_key and self.config.api_keys_last_resort and not last_resort:
+            return True  # a subscription can serve: the API key was only the last resort
+        facts = state.facts(self.config, now)
+        threshold = None if facts.draining else self.config.switch_threshold
+        free_at = state.free_at(request.model, now, threshold)
+        return free_at is not None and free_at - now > self.config.warm_window_s
 
     def _plan_sessionless(
         self, pool: dict[str, Candidate], last_resort: bool, now: float
@@ -347,7 +513,12 @@ class Router:
         lines = []
         for state in self._accounts.values():
             status = state.status(now)
-            bench = state.bench_for(None, now)
+            facts = state.facts(config, now)
+            # /capacity agrees with routing: an account no model can use is benched until
+            # it can (a draining account has no switch threshold, as in `_usable`).
+            locked = state.locked_until(now, None if facts.draining else config.switch_threshold)
+            if locked is not None and status in ("ok", "unknown"):
+                status = "benched"
             live = status in ("ok", "unknown")
             used_5h = state.utilization(FIVE_HOUR, now)
             used_7d = state.utilization(SEVEN_DAY, now)
@@ -363,8 +534,8 @@ class Router:
                 AccountCapacity(
                     name=state.name,
                     status=status,
-                    benched=bench is not None,
-                    bench_sec=0 if bench is None else max(0, math.ceil(bench.until - now)),
+                    benched=locked is not None,
+                    bench_sec=0 if locked is None else max(0, math.ceil(locked - now)),
                     inflight=state.inflight,
                     burn5h=burn,
                     cap_est_5h=None if cap is None else int(round(cap)),
@@ -383,8 +554,9 @@ class Router:
                 continue
             for name in (FIVE_HOUR, SEVEN_DAY):
                 window = state.window(name, now)
-                if window is not None and window.reset is not None and window.reset > now:
-                    soonest = window.reset if soonest is None else min(soonest, window.reset)
+                end = None if window is None else state.window_end(name, window)
+                if end is not None and end > now:
+                    soonest = end if soonest is None else min(soonest, end)
             bench = state.bench_for(None, now)
             if bench is not None:
                 soonest = bench.until if soonest is None else min(soonest, bench.until)
@@ -402,7 +574,7 @@ class Router:
             self._account_snapshot(state, lines[state.name], now)
             for state in self._accounts.values()
         ]
-        sessions = [b.as_dict(now, self.config.warm_window_s) for b in self._sessions.bindings()]
+        sessions = self._sessions.by_session(now, self.config.warm_window_s)
         return {
             "current": self._current,
             "pinned": self._pinned,
@@ -432,7 +604,8 @@ class Router:
             "disabled": state.spec.disabled,
             "status": line["status"],
             "windows": {
-                name: {"utilization": w.utilization, "reset": w.reset, "status": w.status}
+                name: {"utilization": w.utilization, "reset": w.reset, "status": w.status,
+                       "ends": state.window_end(name, w), "seen": state.seen.get(name)}
                 for name, w in sorted(state.live_windows(now).items())
             },
             "unified": dict(state.unified),

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from routing.ratelimits import RateLimits, window_applies_to_model
+from routing.ratelimits import RateLimits, window_applies_to_model, window_family
 
 OVERLOADED_COOLDOWN_S = 30.0   # 529: short, not the 429 ladder
 SERVER_ERROR_COOLDOWN_S = 10.0  # 500, 502, 503
 FORBIDDEN_STREAK_NEEDS_LOGIN = 2
-_MODEL_SCOPED_FAMILY = {"7d_sonnet": "sonnet", "7d_oi": "opus"}
 # Verdict kinds that mean "not now" rather than "not this account": a held request may come
 # back to such an account once its bench ends.
 THROTTLED_KINDS = frozenset({"window", "retry-after", "bare-429", "overloaded", "server-error"})
+# In the reason of a short 529/5xx cooldown bench (AccountState tells such benches apart).
+COOLDOWN_MARK = "cooling down"
 FIVE_HOURS_S = 5 * 3600.0
 WEEK_S = 7 * 86400.0
 
@@ -78,16 +79,26 @@ def classify_429(limits: RateLimits, model: str | None, now: float, ladder: tupl
     """
     rejected = _rejected_windows(limits, model)
     if rejected:
-        resets = [reset for name in rejected if (reset := limits.windows[name].reset) is not None]
+        # Each window benches only what it governs: a window binding every model (5h, 7d)
+        # the account, a model-scoped one (7d_oi, 7d_sonnet) its family. The verdict carries
+        # the widest scope; the reason names every window, so `AccountState.set_bench`
+        # benches the others on their own scope until their own resets.
+        wide = [name for name in rejected if window_family(name) is None]
+        governing = wide or rejected
+        family = None if wide else window_family(governing[0])
+        resets = [
+            reset for name in governing
+            if (reset := limits.windows[name].reset) is not None and reset > now
+        ]
         until = max(resets) if resets else None
-        if limits.retry_after is not None:
+        if limits.retry_after is not None and (until is None or not wide or len(rejected) == len(wide)):
+            # retry-after speaks for the whole answer: trust it for the account-wide bench
+            # only when no model-scoped window (days away) could be what it counts down to.
             until = max(until or 0.0, now + limits.retry_after)
         if until is None:
             until = now + (ladder[0] if ladder else 60.0)
         # A hostile or garbled reset never benches longer than the window itself lasts.
-        until = min(until, now + max(_window_length(name) for name in rejected))
-        families = {_MODEL_SCOPED_FAMILY.get(name) for name in rejected}
-        family = families.pop() if len(families) == 1 else None
+        until = min(until, now + max(_window_length(name) for name in governing))
         names = "/".join(rejected)
         return Verdict("window", f"{names} window rejected", failover=True, bench_until=until, bench_family=family)
     if limits.retry_after is not None:
@@ -137,10 +148,10 @@ def classify(
             return Verdict("forbidden", f"{streak} × 403: needs a new login", failover=True, needs_login=True)
         return Verdict("forbidden", "403 (excluded for this request)", failover=True)
     if status == 529:
-        return Verdict("overloaded", "529 overloaded: cooling down 30s", failover=True,
+        return Verdict("overloaded", f"529 overloaded: {COOLDOWN_MARK} 30s", failover=True,
                        bench_until=now + OVERLOADED_COOLDOWN_S, pass_through_if_alone=True)
     if status in (500, 502, 503):
-        return Verdict("server-error", f"{status}: cooling down {SERVER_ERROR_COOLDOWN_S:g}s", failover=True,
+        return Verdict("server-error", f"{status}: {COOLDOWN_MARK} {SERVER_ERROR_COOLDOWN_S:g}s", failover=True,
                        bench_until=now + SERVER_ERROR_COOLDOWN_S, pass_through_if_alone=True)
     return Verdict("client-error", str(status))
 

@@ -27,8 +27,8 @@ class Saved:
     models: dict[str, UsageTotals] = field(default_factory=dict)
 
 
-def _window_dict(window: Window) -> dict[str, Any]:
-    return {"utilization": window.utilization, "reset": window.reset, "status": window.status}
+def _window_dict(window: Window, seen: float | None) -> dict[str, Any]:
+    return {"utilization": window.utilization, "reset": window.reset, "status": window.status, "seen": seen}
 
 
 def export_account(state: AccountState, now: float) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def export_account(state: AccountState, now: float) -> dict[str, Any]:
         "usage": state.usage.as_dict(),
         "burn": state.burn.export(now),
         "cap": state.cap.export(),
-        "windows": {name: _window_dict(w) for name, w in state.live_windows(now).items()},
+        "windows": {name: _window_dict(w, state.seen.get(name)) for name, w in state.live_windows(now).items()},
     }
 
 
@@ -89,6 +89,13 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _restore_seen(data: object, now: float) -> float:
+    """When a saved window was seen: a window without a usable reset ends one window
+    length after that (an older file has no such field: then it counts from now)."""
+    seen = _number(data.get("seen")) if isinstance(data, dict) else None
+    return seen if seen is not None and seen <= now else now
+
+
 def _restore_window(data: object) -> Window | None:
     if not isinstance(data, dict):
         return None
@@ -110,6 +117,7 @@ def restore_account(state: AccountState, data: dict[str, Any], now: float) -> No
         state.usage = UsageTotals.restore(data["usage"])
     state.burn = BurnMeter.restore(data.get("burn"), now)
     state.cap = LearnedCap.restore(data.get("cap"))
+    state.version += 1
     windows = data.get("windows")
     if isinstance(windows, dict):
         for name, value in windows.items():
@@ -119,3 +127,5 @@ def restore_account(state: AccountState, data: dict[str, Any], now: float) -> No
             if window.reset is not None and window.reset <= now:
                 continue
             state.windows[name] = believable(name, window, now)
+            state.seen[name] = _restore_seen(value, now)
+        state.live_windows(now)  # drop those that ended while the proxy was down

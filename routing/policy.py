@@ -1,9 +1,9 @@
 """The selection procedure of behaviour §5, over a per-request view of the usable accounts.
 
 Pure functions: the engine builds one `Candidate` per usable account (O(accounts)) and
-asks `keep_failure` whether a bound account may keep its session, `drain_target` whether
-it should move to an account whose quota is about to expire, and `choose` which account
-should take new work. No sorting beyond the candidates, no history.
+asks `keep_failure` whether the sticky account of requests without a session may keep
+them, `leaves_line` whether a warm conversation's account is too far past its line, and
+`choose` which account should take new work. No sorting beyond the candidates, no history.
 
 Three refinements go beyond the letter of §5; each stops a cache-breaking pattern or a
 loss of quota that bench/simulate.py showed:
@@ -14,9 +14,8 @@ loss of quota that bench/simulate.py showed:
 - For new work, step 2 also narrows away from accounts far over their line (never to
   nothing), so that what it picks passes step 1 on the next request.
 - Use it or lose it: an account in the last ramp tier is drained. `AccountState.facts`
-  lifts its 5h warn band, 5h soft ceiling and switch threshold (it is used until it is
-  rejected), and while at least `far_over_line` of its week is unused, warm sessions move
-  to it when it has a steady free slot (reason `ramp`).
+  lifts its 5h soft ceiling and switch threshold (it is used until it is rejected); its
+  ramp boost draws new conversations (warm ones are not moved to it: issue 13).
 """
 
 from __future__ import annotations
@@ -37,12 +36,18 @@ RAIL = "rail"
 CURRENT = "current"
 PINNED = "pinned"
 API_KEY_LAST_RESORT = "api-key-last-resort"
-RAMP = "ramp"
+DETOUR = "detour"  # this one request served elsewhere; the conversation's binding stays
+# A warm conversation leaves an account only this many times `far_over_line` past its
+# line, while new work already avoids it at 1x and a target must be within 0.5x: the
+# hysteresis keeps a conversation from being moved back and forth around the line.
+LEAVE_LINE_FACTOR = 1.5
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Candidate:
-    """One usable account as the policy sees it at this instant."""
+    """One usable account as the policy sees it at this instant. The engine keeps one per
+    account between requests and refreshes `inflight` and `warm_sessions` before each use;
+    the policy only reads it."""
 
     name: str
     api_key: bool
@@ -58,7 +63,6 @@ class Candidate:
     inflight_cap: int
     warm_sessions: int
     far_over_line: bool
-    expiring_quota: bool = False  # last ramp tier, at least `far_over_line` of its week unused
 
     @property
     def has_room(self) -> bool:
@@ -91,29 +95,14 @@ def keep_failure(candidate: Candidate) -> str | None:
     return None
 
 
+def leaves_line(candidate: Candidate, config: RoutingConfig) -> bool:
+    """A warm conversation's account is so far past its weekly line that it should move."""
+    return candidate.gap is not None and -candidate.gap > config.far_over_line * LEAVE_LINE_FACTOR
+
+
 def has_steady_room(candidate: Candidate) -> bool:
     """A free slot not already claimed by the account's own warm sessions."""
     return max(candidate.inflight, candidate.warm_sessions) < candidate.inflight_cap
-
-
-def drain_target(
-    candidates: Sequence[Candidate], config: RoutingConfig, bound: Candidate
-) -> Candidate | None:
-    """Use it or lose it: a warm session moves to an account whose unused weekly quota
-    expires within the last ramp tier, if that account can take a steady session. The
-    cache rewrite is paid from quota that would be lost anyway; once there, the session
-    stays until that account is spent or resets."""
-    if bound.expiring_quota:
-        return None
-    targets = [
-        c
-        for c in candidates
-        if c.expiring_quota and c.name != bound.name and c.under_rail and has_steady_room(c)
-        and c.warm_sessions < config.max_sessions_per_account
-    ]
-    if not targets:
-        return None
-    return max(targets, key=lambda c: (c.rank_score, -c.warm_sessions, c.name))
 
 
 def _narrow(stage: list[Candidate], keep: list[Candidate]) -> list[Candidate]:
@@ -160,11 +149,11 @@ def choose(
         return _best(targets, config)
     stage = list(candidates)
     stage = _narrow(stage, [c for c in stage if c.under_rail])
+    # An account far over its weekly line is kept for later: new work avoids it before the
+    # load-spreading caps narrow further (never to nothing).
+    stage = _narrow(stage, [c for c in stage if not c.far_over_line])
     stage = _narrow(stage, [c for c in stage if c.has_room])
     stage = _narrow(stage, [c for c in stage if c.warm_sessions < config.max_sessions_per_account])
-    # What step 2 picks must pass step 1 on the next request, or the session is moved
-    # again at once: so avoid accounts far over their line too (never to nothing).
-    stage = _narrow(stage, [c for c in stage if not c.far_over_line])
     return _best(stage, config)
 
 

@@ -87,15 +87,21 @@ class RateLimits:
         return tuple(name for name, w in self.windows.items() if w.rejected)
 
 
+# Bounds for numbers read from headers: anything outside is garbled, never meaningful.
+MAX_UTILIZATION = 100.0
+MAX_RETRY_AFTER_S = 7 * 24 * 3600.0
+_MAX_COUNT = 1 << 53
+
+
 def parse_fraction(value: str) -> float | None:
-    """A utilization: a finite, non-negative float (may exceed 1)."""
+    """A utilization: a finite, non-negative float (may exceed 1; clamped to 100)."""
     try:
         number = float(value.strip())
     except ValueError:
         return None
     if not math.isfinite(number) or number < 0:
         return None
-    return number
+    return min(number, MAX_UTILIZATION)
 
 
 def parse_epoch(value: str) -> float | None:
@@ -107,10 +113,13 @@ def parse_epoch(value: str) -> float | None:
         number = None
     if number is not None:
         return number if math.isfinite(number) and 0 <= number < 1e11 else None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    if len(text) > 64:
         return None
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
+    return stamp if 0 <= stamp < 1e11 else None
 
 
 def parse_status(value: str) -> str | None:
@@ -124,14 +133,19 @@ def parse_retry_after(value: str) -> float | None:
         number = float(value.strip())
     except ValueError:
         return None
-    return number if math.isfinite(number) and number >= 0 else None
+    return min(number, MAX_RETRY_AFTER_S) if math.isfinite(number) and number >= 0 else None
 
 
 def _parse_int(value: str) -> int | None:
+    """An API-key bucket count: non-negative, clamped (a 5000-digit value is not a count)."""
+    text = value.strip()
+    if len(text) > 20:
+        return None
     try:
-        return int(value.strip())
+        number = int(text)
     except ValueError:
         return None
+    return min(number, _MAX_COUNT) if number >= 0 else None
 
 
 _WINDOW_PARSERS = {"utilization": parse_fraction, "reset": parse_epoch, "status": parse_status}
@@ -235,6 +249,14 @@ def window_applies_to_model(window: str, model: str | None) -> bool:
     if window == "7d_oi":
         return family == "opus"
     return True
+
+
+_FAMILY_OF_WINDOW = {"7d_sonnet": "sonnet", "7d_oi": "opus"}
+
+
+def window_family(window: str) -> str | None:
+    """The model family a window governs alone (None: it binds every model)."""
+    return _FAMILY_OF_WINDOW.get(window)
 
 
 def model_family(model: str | None) -> str | None:

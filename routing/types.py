@@ -22,16 +22,35 @@ class AccountSpec:
 
 @dataclass(frozen=True)
 class RequestInfo:
-    """The parts of a client request that routing looks at."""
+    """The parts of a client request that routing looks at.
+
+    A session (one Claude Code process) holds several conversations, each with its own
+    prompt cache: the main one (`conversation` None) and one per subagent. `conversation`
+    is the subagent's `x-claude-code-agent-id`, or for clients that do not send it, a
+    digest of what identifies the subagent's conversation (see `routing.request_info`).
+    """
 
     path: str
     model: str | None = None
     stream: bool = False
     session_id: str | None = None
+    conversation: str | None = None
+    agent_id: str | None = None
+    parent_agent_id: str | None = None
+    background: bool = False  # `x-app: cli-bg`: a background task of Claude Code
 
     @property
     def is_inference(self) -> bool:
         return self.path == "/v1/messages" or self.path.startswith("/v1/messages/")
+
+    @property
+    def conversation_key(self) -> str | None:
+        """The key a binding is kept under: the session, and the conversation within it."""
+        if self.session_id is None:
+            return None
+        if self.conversation is None:
+            return self.session_id
+        return f"{self.session_id}\x1f{self.conversation}"  # ids are printable: no clash
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -71,18 +72,26 @@ def write_demo_config(directory: Path, upstream: str, port: int, accounts: list[
 
 
 class Traffic:
-    """A few concurrent Claude Code-like sessions: streaming requests with session ids."""
+    """Concurrent Claude Code-like sessions: streaming requests with a session id, a think
+    time between turns, now and then a few subagents (`x-claude-code-agent-id`, same session
+    id) working beside the main conversation. A session lasts a few minutes, then ends and a
+    new one takes its place, so the Deck always shows as many sessions as the demo runs: each
+    writes a transcript under `claude_dir` (where the Deck looks for live sessions) and
+    removes it when it ends."""
 
-    def __init__(self, proxy_url: str, proxy_key: str, sessions: int = 5) -> None:
+    def __init__(self, proxy_url: str, proxy_key: str, sessions: int = 5, claude_dir: Path | None = None) -> None:
         self.host, port = split_host_port(proxy_url)
         self.port = port or 80
         self.proxy_key = proxy_key
         self.sessions = sessions
+        self.transcripts = (claude_dir / "projects" / "teamclaude-demo") if claude_dir else None
         self.stopping = threading.Event()
         self.sent = 0
         self.errors = 0
 
     def start(self) -> None:
+        if self.transcripts is not None:
+            self.transcripts.mkdir(parents=True, exist_ok=True)
         for index in range(self.sessions):
             threading.Thread(target=self._session_loop, args=(index,), daemon=True).start()
 
@@ -91,19 +100,57 @@ class Traffic:
 
     def _session_loop(self, index: int) -> None:
         rng = random.Random(index)
+        # Staggered starts: the first answers teach the proxy each account's position
+        # before most sessions pick one.
+        if self.stopping.wait(1.5 * index):
+            return
         while not self.stopping.is_set():
             session_id = str(uuid.uuid4())
-            model = MODELS[index % len(MODELS)]
-            for _ in range(rng.randint(4, 12)):
-                if self.stopping.wait(rng.uniform(1.0, 4.0)):
-                    return
-                self._one_request(session_id, model, rng)
-            self.stopping.wait(rng.uniform(2.0, 8.0))
+            model = MODELS[index % 2]  # Opus and Sonnet main conversations
+            try:
+                for _ in range(rng.randint(25, 50)):
+                    self._turn(session_id, None, model, rng)
+                    if rng.random() < 0.03:
+                        for _ in range(rng.randint(2, 3)):
+                            agent = uuid.uuid4().hex[:17]
+                            threading.Thread(target=self._subagent, args=(session_id, agent, rng.randrange(1 << 30)),
+                                             daemon=True).start()
+                    if self.stopping.wait(rng.uniform(2.0, 8.0)):
+                        return
+            finally:
+                self._transcript(session_id, None)
 
-    def _one_request(self, session_id: str, model: str, rng: random.Random) -> None:
+    def _subagent(self, session_id: str, agent: str, seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(rng.randint(1, 3)):
+            if self.stopping.wait(rng.uniform(0.5, 2.0)):
+                return
+            self._one_request(session_id, agent, "claude-haiku-4-5", rng)
+
+    def _turn(self, session_id: str, agent: str | None, model: str, rng: random.Random) -> None:
+        self._transcript(session_id, "user")
+        self._one_request(session_id, agent, model, rng)
+        self._transcript(session_id, "assistant")
+
+    def _transcript(self, session_id: str, kind: str | None) -> None:
+        """Append a turn to the session's transcript (None: the session ended, remove it)."""
+        if self.transcripts is None:
+            return
+        path = self.transcripts / f"{session_id}.jsonl"
+        if kind is None:
+            path.unlink(missing_ok=True)
+            return
+        stamp = datetime.now(UTC).isoformat()
+        entry = {"type": kind, "timestamp": stamp, "sessionId": session_id,
+                 "message": {"role": kind, "content": [{"type": "text", "text": "…"}]}}
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    def _one_request(self, session_id: str, agent: str | None, model: str, rng: random.Random) -> None:
+        prompt = f"demo subagent {agent}" if agent else f"demo agent {session_id[:8]}"
         body = json.dumps({
             "model": model, "max_tokens": 1024, "stream": True,
-            "system": [{"type": "text", "text": f"demo agent {session_id[:8]}", "cache_control": {"type": "ephemeral"}}],
+            "system": [{"type": "text", "text": prompt, "cache_control": {"type": "ephemeral"}}],
             "messages": [{"role": "user", "content": "x" * rng.randint(2000, 12000)}],
         })
         headers = {
@@ -112,6 +159,8 @@ class Traffic:
             "x-fake-chunks": str(rng.randint(5, 30)), "x-fake-chunk-interval-ms": "60",
             "x-fake-output-tokens": str(rng.randint(300, 3000)),
         }
+        if agent is not None:
+            headers["x-claude-code-agent-id"] = agent
         connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
         try:
             connection.request("POST", "/v1/messages?beta=true", body=body, headers=headers)
@@ -119,13 +168,14 @@ class Traffic:
             response.read()
             self.sent += 1
             self.errors += response.status >= 400
-        except (OSError, http.client.HTTPException):  # a stream cut when the demo stops: IncompleteRead
+        except (OSError, http.client.HTTPException):  # the demo is stopping, or the proxy went away
             self.errors += 1
         finally:
             connection.close()
 
 
-def _print_intro(fake: FakeUpstream, proxy: ProxyProcess, config: Path, accounts: list[FakeAccount]) -> None:
+def _print_intro(fake: FakeUpstream, proxy: ProxyProcess, config: Path, accounts: list[FakeAccount],
+                 claude_dir: Path | None) -> None:
     names = ", ".join(account.name for account in accounts)
     print(f"teamclaude demo: fake Anthropic API at {fake.url} with {len(accounts)} simulated accounts ({names})")
     print(f"proxy (mitmdump -s teamclaude_addon.py): {proxy.url}")
@@ -133,6 +183,8 @@ def _print_intro(fake: FakeUpstream, proxy: ProxyProcess, config: Path, accounts
     print("Point a client or the Deck at it from another terminal:")
     print(f"  export TEAMCLAUDE_CONFIG={config}")
     print('  eval "$(teamclaude env)"   # ANTHROPIC_BASE_URL and the proxy key header')
+    if claude_dir is not None:
+        print(f"  export CLAUDE_CONFIG_DIR={claude_dir}   # the demo sessions' transcripts, for the Deck")
     print("  teamclaude deck            # live dashboard;  teamclaude status / capacity also work")
     print()
     sys.stdout.flush()
@@ -167,14 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, proxy_key = write_demo_config(directory, fake.url, free_port(args.port), accounts)
         with ProxyProcess(config, ["--set", "flow_detail=0"], env={"TEAMCLAUDE_CONFIG": str(config)}) as proxy:
-            _print_intro(fake, proxy, config, accounts)
+            _print_intro(fake, proxy, config, accounts, directory / "claude" if args.traffic else None)
             if args.traffic:
-                traffic = Traffic(proxy.url, proxy_key, args.sessions)
+                traffic = Traffic(proxy.url, proxy_key, args.sessions, directory / "claude")
                 traffic.start()
             if sys.stdout.isatty() and not args.no_deck:
                 from deck.app import main as deck_main
 
                 os.environ["TEAMCLAUDE_CONFIG"] = str(config)
+                os.environ["CLAUDE_CONFIG_DIR"] = str(directory / "claude")  # the demo sessions' transcripts
                 return deck_main(["--state", str(directory / "state.json")])
             print("Running until Ctrl-C.", flush=True)
             while proxy.process is not None and proxy.process.poll() is None:

@@ -300,8 +300,8 @@ def demo_accounts(now: float) -> list[FakeAccount]:
     Budgets are small enough that a request of a few thousand tokens every few seconds
     moves the 5h bars visibly within minutes.
     """
-    five_hour_budget = 400_000
-    seven_day_budget = 6_000_000
+    five_hour_budget = 1_000_000
+    seven_day_budget = 12_000_000
     plan = [
         # name, 5h utilization, 5h reset in, 7d utilization, 7d reset in
         ("ada", 0.35, 2.0 * 3600, 0.60, 6 * 3600),

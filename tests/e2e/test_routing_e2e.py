@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from teamclaude.fakeupstream import FakeUpstream
-from tests.e2e.harness import call, message_body, oauth_account, start_proxy, write_config
+from tests.e2e.harness import call, message_body, oauth_account, proxy_status, start_proxy, write_config
 
 BUDGET = 10_000_000
 SESSION_HEADER = "x-claude-code-session-id"
+AGENT_HEADER = "x-claude-code-agent-id"
 
 
-def ask(proxy_url: str, session: str) -> None:
-    status, _, body = call(proxy_url, "POST", "/v1/messages", message_body(),
-                           headers={SESSION_HEADER: session})
+def ask(proxy_url: str, session: str, agent: str | None = None) -> None:
+    headers = {SESSION_HEADER: session}
+    if agent is not None:
+        headers[AGENT_HEADER] = agent
+    status, _, body = call(proxy_url, "POST", "/v1/messages", message_body(), headers=headers)
     assert status == 200, body
 
 
@@ -51,3 +55,41 @@ def test_new_sessions_follow_the_pace_line_and_each_stays_on_one_account(tmp_pat
     assert served["s1"] == ["alice"] * 4
     assert served["s2"] == ["bob"] * 4
     assert served["s3"] == ["carol"] * 3
+
+
+def test_a_burst_of_subagents_spreads_while_the_main_conversation_stays(tmp_path):
+    reset = time.time() + 3.5 * 86400
+    accounts = [
+        oauth_account(name, seven_day_budget=BUDGET, five_hour_budget=BUDGET,
+                      seven_day_used=round(0.40 * BUDGET), seven_day_reset=reset)
+        for name in ("alice", "bob", "carol")
+    ]
+    session = "0f3e6c1a-5b7d-4e2f-9a1c-3d5e7f9b1c2d"
+    agents = [f"a{i:016d}" for i in range(9)]  # 17 characters, as Claude Code sends
+    with FakeUpstream(accounts=accounts) as fake:
+        cfg = write_config(tmp_path, fake.url, accounts)
+        with start_proxy(cfg) as proxy:
+            for probe in ("probe-1", "probe-2", "probe-3"):
+                ask(proxy.url, probe)  # every account proven
+            ask(proxy.url, session)  # the main conversation binds
+            with ThreadPoolExecutor(max_workers=len(agents)) as pool:
+                list(pool.map(lambda agent: ask(proxy.url, session, agent), agents))
+            for _ in range(3):
+                ask(proxy.url, session)
+            status = proxy_status(proxy)
+
+    main: list[str] = []
+    subagents: dict[str, str] = {}
+    for request in fake.requests:
+        headers = {k.lower(): v for k, v in request.headers}
+        if request.path != "/v1/messages" or headers.get(SESSION_HEADER) != session:
+            continue
+        if AGENT_HEADER in headers:
+            subagents[headers[AGENT_HEADER]] = request.account
+        else:
+            main.append(request.account)
+    assert len(main) == 4 and len(set(main)) == 1, main
+    assert sorted(subagents) == agents and len(set(subagents.values())) == 3, subagents
+    entry = next(e for e in status["sessions"] if e["id"] == session)
+    assert entry["account"] == main[0] and entry["rebinds"] == 0
+    assert len(entry["conversations"]) == 1 + len(agents)

@@ -75,14 +75,16 @@ def test_unknown_week_has_no_score() -> None:
     assert s.facts(CONFIG, T0).score is None and s.facts(CONFIG, T0).pace_line is None
 
 
-def test_inflight_cap_probe_gate_and_warn_band() -> None:
+def test_inflight_cap_probe_gate_and_no_warn_band() -> None:
     s = state()
     assert s.facts(CONFIG, T0).inflight_cap == 1
     assert s.facts(RoutingConfig(probe_gate=False), T0).inflight_cap == 5
     s.observe(200, limits(T0, u5=0.5), T0)
     assert s.facts(CONFIG, T0).inflight_cap == 5
-    s.observe(200, limits(T0, u5=0.75), T0)
-    assert s.facts(CONFIG, T0).inflight_cap == 1
+    # The 5h warn band no longer caps in-flight requests at 1 (issue 13: it only made
+    # overlapping requests of warm conversations move).
+    s.observe(200, limits(T0, u5=0.85), T0)
+    assert s.facts(CONFIG, T0).inflight_cap == 5
 
 
 def test_blocking_window_threshold_and_model_scope() -> None:
@@ -154,7 +156,7 @@ def test_last_ramp_tier_drains_the_account() -> None:
     assert s.blocking_window("claude-opus-4-5", T0, CONFIG.switch_threshold) == "7d"
     s.observe(200, limits(T0, u5=0.95, u7=0.985, reset7_in=9 * HOUR), T0)
     facts = s.facts(CONFIG, T0)
-    assert not facts.draining and not facts.under_rail and facts.inflight_cap == 1
+    assert not facts.draining and not facts.under_rail and facts.inflight_cap == 5
 
 
 def test_bench_naming_several_windows_lasts_until_the_latest_reset() -> None:

@@ -119,15 +119,16 @@ def test_burst_of_twenty_new_sessions_respects_caps_while_another_has_room() -> 
     assert sum(counts.values()) == 20
 
 
-def test_crossing_the_5h_warn_band_mid_burst_tightens_the_cap_to_one() -> None:
+def test_crossing_the_5h_warn_band_mid_burst_keeps_the_full_cap() -> None:
+    # Issue 13: the warn band's cap of 1 only made overlapping requests of warm
+    # conversations move; it is gone, the 5h soft ceiling still steers new work.
     r = three_proven()
     first = [r.select(req(f"s{i}"), T0) for i in range(2)]
     assert [d.account for d in first if d] == ["a", "a"]
     r.observe("a", 200, limits(T0 + 1, u5=0.80, u7=0.20, reset7_in=3.5 * DAY), T0 + 1)
-    nxt = [r.select(req(f"t{i}"), T0 + 1) for i in range(3)]
-    assert all(d is not None and d.account != "a" for d in nxt)
     snap = {a["name"]: a for a in r.snapshot(T0 + 1)["accounts"]}
-    assert snap["a"]["inflight_cap"] == 1
+    assert snap["a"]["inflight_cap"] == 5
+    assert r.select(req("s0"), T0 + 2).account == "a"  # a warm conversation overlapping stays
 
 
 def test_warm_session_whose_account_goes_far_over_its_line_rebinds() -> None:
@@ -143,14 +144,22 @@ def test_warm_session_whose_account_goes_far_over_its_line_rebinds() -> None:
     assert snap["sessions"][0]["reason"] == "far-over-line"
 
 
-def test_warm_session_over_the_5h_rail_moves_for_rail() -> None:
+def test_warm_session_over_the_5h_rail_stays_until_rejected_while_new_work_avoids_it() -> None:
+    # Issue 13: the 5h soft ceiling no longer moves a warm conversation (moving it early
+    # breaks its cache and leaves the rest of the window unused); it steers new work.
     r = three_proven()
     d = r.select(req("s"), T0)
-    assert d is not None
+    assert d is not None and d.account == "a"
     r.release(d.ticket, T0 + 5)
     r.observe("a", 200, limits(T0 + 5, u5=0.92, u7=0.20, reset7_in=3.5 * DAY), T0 + 5)
     again = r.select(req("s"), T0 + 10)
-    assert again is not None and again.account != "a" and again.reason == "rail"
+    assert again is not None and again.account == "a" and again.reason == "bound"
+    assert r.select(req("new"), T0 + 10).account != "a"
+    r.observe("a", 429, limits(T0 + 11, u5=1.0, s5="rejected", u7=0.20, reset5_in=HOUR), T0 + 11)
+    r.bench("a", T0 + 11 + HOUR, "5h window rejected", T0 + 11)
+    r.release(again.ticket, T0 + 11, status=429)
+    moved = r.select(req("s"), T0 + 12)
+    assert moved is not None and moved.account != "a" and moved.reason == "blocked"
 
 
 def test_lapsed_session_is_chosen_again_with_window_lapsed() -> None:
@@ -284,17 +293,6 @@ def test_far_over_line_does_not_ping_pong_between_two_far_accounts() -> None:
     assert choice.kept and choice.candidate.name == "a"
 
 
-def test_drain_target_needs_a_draining_account_with_steady_room() -> None:
-    from routing.policy import drain_target
-
-    bound = cand("a", 0.0)
-    draining = cand("d", 35.0, expiring_quota=True, warm_sessions=2, inflight=1)
-    assert drain_target([bound, draining], CONFIG, bound) == draining
-    assert drain_target([bound, replace(draining, warm_sessions=5)], CONFIG, bound) is None
-    assert drain_target([bound, replace(draining, under_rail=False)], CONFIG, bound) is None
-    assert drain_target([replace(bound, expiring_quota=True), draining], CONFIG, replace(bound, expiring_quota=True)) is None
-
-
 def test_draining_account_ignores_the_5h_warn_band_ceiling_and_threshold() -> None:
     r = router(oauth("exp"), oauth("other"))
     prove(r, "other", T0, u7=0.30, reset7_in=3.5 * DAY)
@@ -312,12 +310,14 @@ def test_account_outside_the_last_ramp_tier_keeps_the_rails_of_section_5() -> No
     prove(r, "other", T0, u7=0.30, reset7_in=3.5 * DAY)
     prove(r, "exp", T0, u5=0.80, u7=0.90, reset7_in=9 * HOUR)  # second tier: no drain
     assert r.select(req("s"), T0).account == "exp"  # ramp boost 0.8 wins the score
-    assert {a["name"]: a for a in r.snapshot(T0)["accounts"]}["exp"]["inflight_cap"] == 1
     prove(r, "exp", T0, u5=0.80, u7=0.985, reset7_in=9 * HOUR)
     assert r.select(req("t"), T0).account == "other"  # threshold applies
 
 
-def test_warm_session_moves_to_an_account_whose_quota_is_about_to_expire() -> None:
+def test_expiring_quota_draws_new_conversations_but_never_moves_a_warm_one() -> None:
+    # Issue 13: moving warm conversations to an account whose quota is about to expire
+    # bought ~3 points of quota for +0.6 cache breaks per conversation per 5 h in
+    # bench/simulate.py; the ramp boost now steers new conversations only.
     r = router(oauth("a"), oauth("exp"))
     prove(r, "a", T0, u7=0.50, reset7_in=3.5 * DAY)
     prove(r, "exp", T0, u7=0.55, reset7_in=8 * HOUR + 60)  # drains from T0 + 60
@@ -325,12 +325,10 @@ def test_warm_session_moves_to_an_account_whose_quota_is_about_to_expire() -> No
     d = r.select(req("s"), T0)
     assert d is not None and d.account == "a"
     r.release(d.ticket, T0 + 10)
-    moved = r.select(req("s"), T0 + 130)
-    assert moved is not None and moved.account == "exp" and moved.reason == "ramp"
-    assert "unused quota expires" in moved.detail
-    r.release(moved.ticket, T0 + 140)
-    stays = r.select(req("s"), T0 + 150)
-    assert stays is not None and stays.account == "exp" and stays.reason == "bound"
+    stays = r.select(req("s"), T0 + 130)
+    assert stays is not None and stays.account == "a" and stays.reason == "bound"
+    new = r.select(req("t"), T0 + 130)
+    assert new is not None and new.account == "exp"
 
 
 def test_a_moved_session_goes_only_where_it_can_stay() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from routing.account_state import FAMILY_RECHECK_S
 from routing.config import RoutingConfig
 from routing.engine import Router
 from routing.ratelimits import model_family, window_applies_to_model
@@ -38,6 +39,8 @@ def usable_in_snapshot(account: dict[str, Any], request: RequestInfo, exclude: s
     for name, window in account["windows"].items():
         if not window_applies_to_model(name, request.model):
             continue
+        if name in ("7d_oi", "7d_sonnet") and now - window["seen"] >= FAMILY_RECHECK_S:
+            continue  # a stale family reading is re-checked by one request
         if window["status"] == "rejected":
             return False
         if (not draining and window["utilization"] is not None

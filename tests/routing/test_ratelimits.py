@@ -121,3 +121,21 @@ def test_repeated_names_parse_the_same_and_hostile_names_do_not_grow_the_name_ca
     parse_ratelimit_headers([(f"anthropic-ratelimit-unified-x{i}-status", "allowed") for i in range(3000)])
     assert len(ratelimits._roles) <= ratelimits._ROLE_CACHE_MAX
     assert parse_ratelimit_headers(MAX_HEADERS + API_KEY_HEADERS) == first
+
+
+def test_numbers_are_finite_and_clamped() -> None:
+    from routing.ratelimits import MAX_RETRY_AFTER_S, MAX_UTILIZATION, parse_ratelimit_headers
+
+    p = "anthropic-ratelimit-unified-"
+    parsed = parse_ratelimit_headers([
+        (p + "5h-utilization", "1" + "0" * 400), (p + "7d-utilization", "1e300"),
+        (p + "5h-reset", "1e308"), (p + "7d-reset", "nan"), ("retry-after", "1e300"),
+        ("anthropic-ratelimit-tokens-remaining", "9" * 5000), ("anthropic-ratelimit-tokens-limit", "-3"),
+        ("anthropic-ratelimit-requests-reset", "0001-01-01T00:00:00Z"),
+    ])
+    assert parsed.windows["5h"].utilization is None  # "1000…0" overflows float → inf → dropped
+    assert parsed.windows["7d"].utilization == MAX_UTILIZATION
+    assert parsed.windows["5h"].reset is None and parsed.windows["7d"].reset is None
+    assert parsed.retry_after == MAX_RETRY_AFTER_S
+    assert parsed.api["tokens"].remaining is None and parsed.api["tokens"].limit is None
+    assert parsed.api["requests"].reset is None

@@ -56,3 +56,17 @@ def test_evict_drops_idle_bindings_but_not_busy_ones() -> None:
     assert t.get("old") is None
     assert t.get("busy") is not None and t.get("new") is not None
     assert len(t) == 2
+
+
+def test_bindings_are_bounded_least_recently_used_idle_ones_go_first(monkeypatch) -> None:
+    from routing import sessions
+
+    monkeypatch.setattr(sessions, "MAX_BINDINGS", 3)
+    t = SessionTable()
+    busy = t.bind("busy", "a", "new-session", T0)
+    busy.inflight = 1
+    for i in range(10):  # a client inventing conversations
+        t.bind(f"agent{i}", "a", "new-session", T0 + i)
+    assert len(t) == 3
+    assert t.get("busy") is busy and t.get("agent9") is not None and t.get("agent0") is None
+    assert t.warm_count("a", T0 + 10, WARM) == 3
