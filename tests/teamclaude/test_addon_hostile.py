@@ -25,7 +25,7 @@ from teamclaude.service import Service, load_config
 from teamclaude.statefile import encode_state
 from tests.teamclaude.test_addon import PROXY_KEY, a_flow, write_config
 
-HYPOTHESIS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 RATE_NAMES = [
     f"anthropic-ratelimit-unified-{window}-{field}"
     for window in ("5h", "7d", "7d_oi", "7d_sonnet") for field in ("status", "reset", "utilization")

@@ -33,7 +33,7 @@ def test_an_encoded_token_body_loses_its_tokens_and_keeps_its_encoding():
 
 
 def test_a_token_body_bomb_is_replaced_whole_without_inflating_it():
-    request = token_request(brotli.compress(b"\0" * (256 * 1024 * 1024)), "br")
+    request = token_request(brotli.compress(b"\0" * (256 * 1024 * 1024), quality=1), "br")
     stored_flows.redact_request(request)
     assert request.raw_content == redact.UNREADABLE_TOKEN_BODY
     assert "content-encoding" not in request.headers
