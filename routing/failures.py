@@ -114,6 +114,10 @@ def classify(
     refreshed_this_request: bool = False,
 ) -> Verdict:
     """Classify an upstream status for `account` and update its streaks."""
+    if not 200 <= status <= 999:
+        # Not an answer: an informational 1xx (mitmproxy takes an interim one for the final
+        # response and drops what follows) or no three-digit status; another account serves.
+        return Verdict("no-answer", f"{str(status)[:12]}: not a final HTTP status", failover=True)
     if status < 400:
         streaks.success(account)
         return Verdict("ok", "ok")

@@ -33,9 +33,10 @@ from teamclaude.accounts_store import Account, AccountsDoc, AccountsStore
 from tests.e2e.cli_runner import wait_until
 from tests.e2e.harness import PROXY_KEY, call, message_body, start_proxy, write_config
 from tests.e2e.scripted import ProgrammableUpstream
+from teamclaude.proxyproc import ProxyProcess
 from tests.teamclaude.zstd_compat import zstd_compress
 
-EXAMPLES = 40
+EXAMPLES = int(os.environ.get("TC_FUZZ_EXAMPLES", "40"))
 
 # ----- what the upstream says -----
 
@@ -295,7 +296,7 @@ def exchange(url: str, path: str, body: bytes, timeout: float = 60.0) -> bytes:
 @dataclass
 class Session:
     upstream: ProgrammableUpstream
-    proxy_url: str
+    proxy: ProxyProcess
     config: Path
     accounts: Path
     secrets: set[str] = field(default_factory=lambda: {PROXY_KEY})
@@ -304,7 +305,7 @@ class Session:
 
     def call(self, *args, **kwargs):
         self.requests += 1
-        return call(self.proxy_url, *args, **kwargs)
+        return call(self.proxy.url, *args, **kwargs)
 
     def fresh_accounts(self, script: Script) -> list[str]:
         """New accounts (two OAuth, one API key) so no bench or binding carries over."""
@@ -339,7 +340,8 @@ class Session:
         upstream.expires_in[:] = list(script.expires_in)
         seen_upstream = len(upstream.requests)
         self.requests += 1
-        raw = exchange(self.proxy_url, script.path, json.dumps(message_body(stream=script.stream)).encode())
+        printed = len(self.proxy.output)
+        raw = exchange(self.proxy.url, script.path, json.dumps(message_body(stream=script.stream)).encode())
         upstream.replies.clear()
         upstream.expires_in.clear()
         self.secrets |= set(upstream.issued)
@@ -364,6 +366,9 @@ class Session:
             return all(accounts[name]["inflight"] == 0 for name in names) and accounts
 
         wait_until(settled, "every account's in-flight count back to 0", timeout=15)
+        # No crash caught by the proxy's own safety nets either.
+        crashes = [line for line in self.proxy.output[printed:] if "Traceback" in line or "internal error" in line]
+        assert crashes == [], "".join(self.proxy.output[printed:])
 
 
 def test_hostile_upstream_through_the_real_proxy(tmp_path):
@@ -375,7 +380,7 @@ def test_hostile_upstream_through_the_real_proxy(tmp_path):
             oauth_profile_url=upstream.url + "/api/oauth/profile",
         )
         proxy = start_proxy(cfg, ["-w", str(flows_file), "--set", f"teamclaude_log_dir={log_dir}"])
-        session = Session(upstream, proxy.url, cfg.config, cfg.accounts)
+        session = Session(upstream, proxy, cfg.config, cfg.accounts)
         try:
             @settings(max_examples=EXAMPLES)
             @given(script=SCRIPTS)
