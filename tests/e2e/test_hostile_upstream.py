@@ -74,3 +74,14 @@ def test_an_interim_answer_is_not_relayed_as_the_answer(tmp_path):
     assert (code, body) == (200, b'{"ok":42}')
     assert len(upstream.requests) == 2
     assert [a["inflight"] for a in status["accounts"]] == [0, 0]
+
+
+def test_an_interim_answer_on_a_pass_through_path_becomes_a_502(tmp_path):
+    """The same on a pass-through path (the client's own credentials, no other account to
+    ask): a clear 502 rather than a bare `103` and a closed connection."""
+    with ProgrammableUpstream(EARLY_HINTS_THEN_ANSWER) as upstream:
+        cfg = write_config(tmp_path, upstream.url, [oauth_account("alice")])
+        with start_proxy(cfg) as proxy:
+            code, _, body = call(proxy.url, "GET", "/api/oauth/profile", key=None,
+                                 headers={"authorization": "Bearer the-clients-own-token"})
+    assert code == 502 and b"103, not a final HTTP status" in body

@@ -215,7 +215,7 @@ SCRIPTS = st.builds(
     expiring=st.booleans(),
     failover=st.sampled_from(["transparent", "transparent", "client"]),
     stream=st.booleans(),
-    path=st.sampled_from(["/v1/messages", "/v1/messages?beta=true", "/v1/messages/count_tokens"]),
+    path=st.sampled_from(["/v1/messages", "/v1/messages?beta=true", "/v1/messages/count_tokens", "/api/oauth/profile"]),
 )
 
 OK_REPLY = [b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
@@ -338,7 +338,7 @@ class Session:
         upstream = self.upstream
         upstream.replies[:] = [reply.wire for reply in script.replies]
         upstream.expires_in[:] = list(script.expires_in)
-        seen_upstream = len(upstream.requests)
+        seen_upstream, issued = len(upstream.requests), len(upstream.issued)
         self.requests += 1
         printed = len(self.proxy.output)
         raw = exchange(self.proxy.url, script.path, json.dumps(message_body(stream=script.stream)).encode())
@@ -366,6 +366,9 @@ class Session:
             return all(accounts[name]["inflight"] == 0 for name in names) and accounts
 
         wait_until(settled, "every account's in-flight count back to 0", timeout=15)
+        # No rotated refresh token lost: the newest one the token endpoint gave is saved.
+        if len(upstream.issued) > issued:
+            assert upstream.issued[-1] in self.accounts.read_text(), "the newest refresh token is not saved"
         # No crash caught by the proxy's own safety nets either.
         crashes = [line for line in self.proxy.output[printed:] if "Traceback" in line or "internal error" in line]
         assert crashes == [], "".join(self.proxy.output[printed:])
