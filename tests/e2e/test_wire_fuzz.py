@@ -8,6 +8,8 @@ the upstream), and every account's in-flight count is back to 0. At the end the 
 stopped with SIGINT and neither its `-w` flow file nor its request log holds a secret; the
 log has one record per request. Each example gets fresh accounts (a reload), so a bench
 from one example does not turn the next into the proxy's own 429.
+
+More examples for a local hunt: `TC_FUZZ_EXAMPLES=1000 pytest tests/e2e/test_wire_fuzz.py`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from tests.e2e.scripted import ProgrammableUpstream
 from teamclaude.proxyproc import ProxyProcess
 from tests.teamclaude.zstd_compat import zstd_compress
 
-EXAMPLES = int(os.environ.get("TC_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("TC_FUZZ_EXAMPLES", "100"))
 
 # ----- what the upstream says -----
 
