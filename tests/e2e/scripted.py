@@ -21,7 +21,7 @@ class ScriptedUpstream:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
                 scripted.requests.append((self.path, list(self.headers.items()), body))
@@ -97,7 +97,7 @@ class ProgrammableUpstream:
                 except OSError:
                     pass  # the proxy gave up on this answer: fine, it is hostile
 
-            do_GET = do_POST = do_PUT = do_DELETE = _any  # noqa: N815 (http.server naming)
+            do_GET = do_POST = do_PUT = do_DELETE = _any
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -8,7 +8,14 @@ import json
 
 from teamclaude.statefile import read_state
 from tests.e2e.cli_runner import wait_until
-from tests.e2e.harness import PROXY_KEY, call, message_body, oauth_account, start_proxy, write_config
+from tests.e2e.harness import (
+    PROXY_KEY,
+    call,
+    message_body,
+    oauth_account,
+    start_proxy,
+    write_config,
+)
 from tests.e2e.scripted import ProgrammableUpstream, ScriptedUpstream
 
 MALFORMED_SSE = [

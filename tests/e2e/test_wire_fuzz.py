@@ -15,6 +15,7 @@ More examples for a local hunt: `TC_FUZZ_EXAMPLES=1000 pytest tests/e2e/test_wir
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import signal
@@ -32,10 +33,10 @@ from hypothesis import strategies as st
 from mitmproxy.io import FlowReader
 
 from teamclaude.accounts_store import Account, AccountsDoc, AccountsStore
+from teamclaude.proxyproc import ProxyProcess
 from tests.e2e.cli_runner import wait_until
 from tests.e2e.harness import PROXY_KEY, call, message_body, start_proxy, write_config
 from tests.e2e.scripted import ProgrammableUpstream
-from teamclaude.proxyproc import ProxyProcess
 from tests.teamclaude.zstd_compat import zstd_compress
 
 EXAMPLES = int(os.environ.get("TC_FUZZ_EXAMPLES", "100"))
@@ -158,7 +159,7 @@ def framed(body: bytes, framing: str, cuts: list[int]) -> tuple[list[bytes], lis
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:])] or [b""]
+    return [data[a:b] for a, b in itertools.pairwise(points)] or [b""]
 
 
 @dataclass
