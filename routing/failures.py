@@ -112,6 +112,11 @@ def classify_429(limits: RateLimits, model: str | None, now: float, ladder: tupl
     return Verdict("bare-429", "request-scoped 429 (not benched)", failover=True)
 
 
+def is_final_status(status: int) -> bool:
+    """A status that can end an exchange: three digits, not an informational 1xx."""
+    return 200 <= status <= 999
+
+
 def classify(
     status: int,
     limits: RateLimits,
@@ -125,6 +130,10 @@ def classify(
     refreshed_this_request: bool = False,
 ) -> Verdict:
     """Classify an upstream status for `account` and update its streaks."""
+    if not is_final_status(status):
+        # Not an answer: an informational 1xx (mitmproxy takes an interim one for the final
+        # response and drops what follows) or no three-digit status; another account serves.
+        return Verdict("no-answer", f"{str(status)[:12]}: not a final HTTP status", failover=True)
     if status < 400:
         streaks.success(account)
         return Verdict("ok", "ok")

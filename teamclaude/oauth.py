@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import time
 import urllib.error
 import urllib.request
@@ -137,13 +138,32 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# What a token endpoint says about a token's lifetime is believed within these bounds.
+DEFAULT_LIFETIME_S = 3600.0
+MAX_LIFETIME_S = 366 * 86400.0
+
+
+def _lifetime_s(expires_in: Any) -> float:
+    """`expires_in` as seconds, at most `MAX_LIFETIME_S`. Anything but a positive finite
+    number (absent, text, NaN, negative, 1e999, an integer too large for a float) is unknown:
+    an hour. Never raises: the new pair it comes with must not be lost to it."""
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
+        return DEFAULT_LIFETIME_S
+    try:
+        seconds = float(expires_in)
+    except OverflowError:
+        return DEFAULT_LIFETIME_S
+    if not math.isfinite(seconds) or seconds <= 0:
+        return DEFAULT_LIFETIME_S
+    return min(seconds, MAX_LIFETIME_S)
+
+
 def _token_set(answer: dict[str, Any], *, what: str, now: float | None) -> TokenSet:
     access = answer.get("access_token")
     if not isinstance(access, str) or not access:
         raise OAuthError(f"{what}: the token endpoint answered without an access token")
     refresh_token = answer.get("refresh_token")
-    expires_in = answer.get("expires_in")
-    lifetime_s = float(expires_in) if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) else 3600.0
+    lifetime_s = _lifetime_s(answer.get("expires_in"))
     account = answer.get("account") if isinstance(answer.get("account"), dict) else {}
     org = answer.get("organization") if isinstance(answer.get("organization"), dict) else {}
     return TokenSet(

@@ -9,6 +9,7 @@ from typing import Any
 
 from mitmproxy import http
 
+from routing.failures import is_final_status
 from teamclaude import errors, stored_flows
 from teamclaude.routes import Route
 from teamclaude.usage_tap import WireCopy
@@ -49,7 +50,8 @@ def stream_pass_through(flow: http.HTTPFlow) -> bool:
     touching the client's bytes. True when the flow is one."""
     if kind_of(flow) != PASS_THROUGH or flow.response is None:
         return False
-    flow.response.stream = WireCopy()
+    if is_final_status(flow.response.status_code):
+        flow.response.stream = WireCopy()  # else kept back, for `finish` to replace
     return True
 
 
@@ -61,6 +63,10 @@ def finish(flow: http.HTTPFlow, log_flow: Callable[[http.HTTPFlow, dict[str, Any
         return
     stored_flows.redact_request(flow.request)
     response = flow.response
+    if kind == PASS_THROUGH and response is not None and not is_final_status(response.status_code):
+        # mitmproxy would relay an interim 1xx as the answer and drop the real one after it.
+        flow.response = response = errors.response(
+            502, "api_error", f"teamclaude: upstream answered {str(response.status_code)[:12]}, not a final HTTP status")
     if response is not None and isinstance(response.stream, WireCopy):
         response.raw_content = response.stream.data()
         stored_flows.redact_sent_response(flow.request, response)

@@ -232,7 +232,7 @@ class Pool:
         response = flow.response
         attempt.verdict = self.observe(attempt, response.status_code, response.headers.items(multi=True))
         self.present_quota(response, attempt)
-        if response.headers.get("content-type", "").startswith("text/event-stream"):
+        if response.status_code >= 200 and response.headers.get("content-type", "").startswith("text/event-stream"):
             attempt.tap = UsageTap(response.headers.get("content-encoding"), keep_bytes=self._keep_stream_bytes())
             response.stream = attempt.tap
 

@@ -49,16 +49,21 @@ def _request_bytes(method: str, url: str, headers: list[tuple[bytes, bytes]], bo
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[int, list[tuple[bytes, bytes]]]:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        raise UpstreamError("connection closed before the response") from exc
-    except asyncio.LimitOverrunError as exc:
-        raise UpstreamError("response headers too large") from exc
-    status_line, *header_lines = head.split(b"\r\n")
-    parts = status_line.split(b" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise UpstreamError(f"bad status line {status_line[:60]!r}")
+    """The final response's head: interim 1xx heads before it (100 Continue, 103 Early
+    Hints) are skipped, as RFC 9110 §15.2 asks of every client; 101 is final."""
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            raise UpstreamError("connection closed before the response") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise UpstreamError("response headers too large") from exc
+        status_line, *header_lines = head.split(b"\r\n")
+        parts = status_line.split(b" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise UpstreamError(f"bad status line {status_line[:60]!r}")
+        if not (100 <= int(parts[1]) < 200) or int(parts[1]) == 101:
+            break
     headers = []
     for line in header_lines:
         if line:

@@ -8,8 +8,15 @@ import json
 
 from teamclaude.statefile import read_state
 from tests.e2e.cli_runner import wait_until
-from tests.e2e.harness import PROXY_KEY, call, message_body, oauth_account, start_proxy, write_config
-from tests.e2e.scripted import ScriptedUpstream
+from tests.e2e.harness import (
+    PROXY_KEY,
+    call,
+    message_body,
+    oauth_account,
+    start_proxy,
+    write_config,
+)
+from tests.e2e.scripted import ProgrammableUpstream, ScriptedUpstream
 
 MALFORMED_SSE = [
     b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":-5,",
@@ -52,3 +59,35 @@ def test_malformed_sse_and_garbled_headers_reach_the_client_unchanged(tmp_path):
             state = wait_until(lambda: (read_state(cfg.state) or {}).get("totals", {}).get("requests") == 2 and
                                read_state(cfg.state), "the state file to count both requests")
             assert state["accounts"][0]["name"] == "alice"
+
+
+EARLY_HINTS_THEN_ANSWER = [
+    b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\ncontent-type: text/event-stream\r\n\r\n",
+    b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\n{"ok":42}',
+]
+
+
+def test_an_interim_answer_is_not_relayed_as_the_answer(tmp_path):
+    """Issue 12 (wire fuzz): mitmproxy takes an upstream's 103 (or 100) for the final response
+    and drops what follows; the client got a bare `103` and a closed connection. Now it is
+    no answer: another account serves the request (its own client skips interim heads)."""
+    alice, bob = oauth_account("alice"), oauth_account("bob")
+    with ProgrammableUpstream(EARLY_HINTS_THEN_ANSWER) as upstream:
+        cfg = write_config(tmp_path, upstream.url, [alice, bob], hold_budget_s=0)
+        with start_proxy(cfg) as proxy:
+            code, _, body = call(proxy.url, "POST", "/v1/messages", message_body())
+            status = json.loads(call(proxy.url, "GET", "/teamclaude/status")[2])
+    assert (code, body) == (200, b'{"ok":42}')
+    assert len(upstream.requests) == 2
+    assert [a["inflight"] for a in status["accounts"]] == [0, 0]
+
+
+def test_an_interim_answer_on_a_pass_through_path_becomes_a_502(tmp_path):
+    """The same on a pass-through path (the client's own credentials, no other account to
+    ask): a clear 502 rather than a bare `103` and a closed connection."""
+    with ProgrammableUpstream(EARLY_HINTS_THEN_ANSWER) as upstream:
+        cfg = write_config(tmp_path, upstream.url, [oauth_account("alice")])
+        with start_proxy(cfg) as proxy:
+            code, _, body = call(proxy.url, "GET", "/api/oauth/profile", key=None,
+                                 headers={"authorization": "Bearer the-clients-own-token"})
+    assert code == 502 and b"103, not a final HTTP status" in body

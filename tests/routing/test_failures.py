@@ -101,3 +101,11 @@ def test_never_raises_and_never_benches_into_the_past_or_past_a_week(headers, st
 
 def test_hostile_reset_is_capped_to_the_window_length():
     assert run(429, rejected("5h", NOW + 10 ** 9)).bench_until == NOW + 5 * 3600
+
+
+def test_a_status_that_is_not_a_final_answer_fails_over():
+    """Issue 12 (wire fuzz): an interim 1xx taken for the answer, or no three-digit status."""
+    for status in (100, 101, 103, 199, 10**19):
+        verdict = run(status)
+        assert verdict.failover and not verdict.ok and verdict.bench_until is None, status
+    assert run(200).ok and run(999).kind == "client-error"

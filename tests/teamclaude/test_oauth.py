@@ -5,6 +5,7 @@ import pytest
 from teamclaude import oauth
 from teamclaude.fakeupstream import FakeUpstream
 from teamclaude.settings import Settings
+from tests.e2e.scripted import ProgrammableUpstream
 
 from .conftest import ALICE_ACCESS, ALICE_REFRESH
 
@@ -78,3 +79,17 @@ def test_plan_falls_back_to_organization_type() -> None:
     assert oauth.plan_name({}, {"organization_type": "claude_team"}) == "team"
     assert oauth.plan_name({"has_claude_pro": True}, {}) == "pro"
     assert oauth.plan_name({}, {}) is None
+
+
+@pytest.mark.parametrize("expires_in, lifetime_s", [
+    (b"1" + b"0" * 400, 3600), (b"1e999", 3600), (b"-Infinity", 3600), (b"NaN", 3600), (b"-5", 3600),
+    (b"0", 3600), (b'"7200"', 3600), (b"true", 3600), (b"1e12", 366 * 86400), (b"7200", 7200),
+])
+def test_any_lifetime_the_token_endpoint_gives_keeps_the_new_pair(expires_in: bytes, lifetime_s: float) -> None:
+    """Issue 12: a lifetime too large for a float raised OverflowError after the old refresh
+    token was spent, so the rotated pair was lost; NaN raised ValueError."""
+    with ProgrammableUpstream([]) as upstream:
+        upstream.expires_in.append(expires_in)
+        tokens = oauth.refresh(upstream.url + upstream.TOKEN_PATH, ALICE_REFRESH, account_name="alice", now=1000.0)
+    assert (tokens.access_token, tokens.refresh_token) == tuple(upstream.issued)
+    assert tokens.expires_at == int((1000 + lifetime_s) * 1000)
