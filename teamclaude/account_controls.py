@@ -45,15 +45,17 @@ def parse_priority(text: str | int) -> int:
     return value
 
 
-def set_disabled(store: AccountsStore, name: str, disabled: bool) -> Change:
-    """Disable (no new request is sent to it; requests in flight finish) or enable `name`.
-    Raises `UnknownAccount` for a name the file does not have."""
+def set_disabled(store: AccountsStore, name: str, disabled: bool | None) -> Change:
+    """Disable (no new request is sent to it; requests in flight finish) or enable `name`;
+    `None` turns it the other way (the Deck's key). Raises `UnknownAccount` for a name the
+    file does not have."""
 
     def mutate(doc: AccountsDoc) -> Change:
         account = _named(doc, name)
-        changed = account.disabled != disabled
-        account.disabled = disabled
-        verb = "disabled" if disabled else "enabled"
+        wanted = not account.disabled if disabled is None else disabled
+        changed = account.disabled != wanted
+        account.disabled = wanted
+        verb = "disabled" if wanted else "enabled"
         return Change(name, changed, f"'{name}' {verb}" if changed else f"'{name}' was already {verb}")
 
     return store.update(mutate)
