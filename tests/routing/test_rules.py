@@ -11,16 +11,17 @@ from routing.rules import ModelRules, Refusal, admit, parse_blocked, parse_route
 from routing.types import RequestInfo
 from tests.routing.helpers import DAY, HOUR, T0, apikey, oauth, prove, req, router
 
+NO_RULES = ModelRules()
 ACCOUNTS = (oauth("work"), oauth("home"), oauth("old", disabled=True), apikey("key"))
 
 
-def restricted(request: RequestInfo, pin: str | None = None, rules: ModelRules = ModelRules()) -> RequestInfo:
+def restricted(request: RequestInfo, pin: str | None = None, rules: ModelRules = NO_RULES) -> RequestInfo:
     admitted = admit(request, pin, rules, ACCOUNTS)
     assert isinstance(admitted, RequestInfo), admitted
     return admitted
 
 
-def refusal(request: RequestInfo, pin: str | None = None, rules: ModelRules = ModelRules()) -> Refusal:
+def refusal(request: RequestInfo, pin: str | None = None, rules: ModelRules = NO_RULES) -> Refusal:
     admitted = admit(request, pin, rules, ACCOUNTS)
     assert isinstance(admitted, Refusal), admitted
     return admitted
