@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deck.controller import AddApiKey, Effect, ImportAccount, Notice, Reload, Remove, Switch
+from deck.controller import (
+    AddApiKey,
+    Effect,
+    ImportAccount,
+    Notice,
+    Reload,
+    Remove,
+    SetPriority,
+    Switch,
+    ToggleDisabled,
+)
 from deck.locallog import LocalLog
 
 HTTP_TIMEOUT_S = 10.0
@@ -129,6 +139,27 @@ def remove(target: Target, name: str) -> str:
     return f"removed {name}; the proxy drops it when it sees the file change"
 
 
+def control(target: Target, effect: ToggleDisabled | SetPriority) -> str:
+    """Disable/enable or set a priority with the CLI's own code (teamclaude.account_controls)."""
+    module = _accounts()
+    try:
+        from teamclaude import account_controls
+        from teamclaude.credentials import UnknownAccount
+    except ImportError:
+        raise ActionError("not available: this install has no account controls") from None
+    if target.accounts_file is None:
+        raise ActionError("no accounts file known: start the proxy, or set accounts_file in the settings")
+    store = module.AccountsStore(target.accounts_file)
+    try:
+        if isinstance(effect, ToggleDisabled):
+            done = account_controls.set_disabled(store, effect.account, None)
+        else:
+            done = account_controls.set_priority(store, effect.account, account_controls.parse_priority(effect.priority))
+    except (UnknownAccount, ValueError) as exc:  # AccountsError and BadPriority are ValueErrors
+        raise ActionError(str(exc)) from None
+    return done.message + ("; the proxy picks it up by itself" if done.changed else "")
+
+
 def add_api_key(target: Target, name: str, api_key: str) -> str:
     """Store an API key account with the CLI's own `login --api` code (an empty name: automatic)."""
     module = _accounts()
@@ -170,6 +201,10 @@ def describe(effect: Effect) -> str:
         return "reload"
     if isinstance(effect, Remove):
         return f"remove {effect.account}"
+    if isinstance(effect, ToggleDisabled):
+        return f"disable/enable {effect.account}"
+    if isinstance(effect, SetPriority):
+        return f"priority {effect.account}"
     if isinstance(effect, ImportAccount):
         return "import"
     if isinstance(effect, AddApiKey):
@@ -185,6 +220,8 @@ def perform(effect: Effect, target: Target) -> str:
         return reload(target)
     if isinstance(effect, Remove):
         return remove(target, effect.account)
+    if isinstance(effect, (ToggleDisabled, SetPriority)):
+        return control(target, effect)
     if isinstance(effect, ImportAccount):
         return import_from_claude_code(target)
     if isinstance(effect, AddApiKey):

@@ -32,6 +32,17 @@ class Remove:
 
 
 @dataclass(frozen=True)
+class ToggleDisabled:
+    account: str
+
+
+@dataclass(frozen=True)
+class SetPriority:
+    account: str
+    priority: int
+
+
+@dataclass(frozen=True)
 class ImportAccount:
     pass
 
@@ -49,12 +60,14 @@ class Notice:
     text: str
 
 
-Effect = Switch | Reload | Remove | ImportAccount | AddApiKey | Notice
+Effect = Switch | Reload | Remove | ToggleDisabled | SetPriority | ImportAccount | AddApiKey | Notice
 
 
 @dataclass(frozen=True)
 class Ui:
-    mode: str = "normal"  # normal | legend | switch | remove | confirm-remove | add | api-key | api-name
+    # normal | legend | switch | remove | confirm-remove | toggle | priority | priority-value
+    # | add | api-key | api-name
+    mode: str = "normal"
     options: tuple[str, ...] = ()
     cursor: int = 0
     target: str = ""  # the account a confirmation is about
@@ -66,7 +79,7 @@ class Ui:
 
     @property
     def selecting(self) -> bool:
-        return self.mode in ("switch", "remove", "add")
+        return self.mode in ("switch", "remove", "toggle", "priority", "add")
 
 
 def handle_key(ui: Ui, key: str, accounts: Sequence[str], current: str = "") -> tuple[Ui, Effect | None]:
@@ -90,7 +103,13 @@ def handle_key(ui: Ui, key: str, accounts: Sequence[str], current: str = "") -> 
         return _type_key(ui, key)
     if ui.mode == "api-name":
         return _type_name(ui, key)
+    if ui.mode == "priority-value":
+        return _type_priority(ui, key)
     return _back_to_normal(ui), None
+
+
+# Keys that open an account picker, and the mode they open.
+_PICKERS = {"s": "switch", "r": "remove", "d": "toggle", "p": "priority"}
 
 
 def _back_to_normal(ui: Ui) -> Ui:
@@ -109,12 +128,12 @@ def _normal(ui: Ui, key: str, accounts: Sequence[str], current: str) -> tuple[Ui
         return replace(ui, mode="legend"), None
     if key == "R":
         return ui, Reload()
-    if key in ("s", "r"):
+    if key in _PICKERS:
         if not accounts:
             return ui, Notice("no accounts to choose from")
         options = tuple(accounts) + ((AUTOMATIC,) if key == "s" else ())
         cursor = options.index(current) if current in options else 0
-        return replace(ui, mode="switch" if key == "s" else "remove", options=options, cursor=cursor), None
+        return replace(ui, mode=_PICKERS[key], options=options, cursor=cursor), None
     if key == "a":
         return replace(ui, mode="add", options=ADD_CHOICES, cursor=0), None
     return ui, None
@@ -133,6 +152,10 @@ def _select(ui: Ui, key: str) -> tuple[Ui, Effect | None]:
         return _back_to_normal(ui), Switch(None if choice == AUTOMATIC else choice)
     if ui.mode == "remove":
         return replace(ui, mode="confirm-remove", target=choice, options=()), None
+    if ui.mode == "toggle":
+        return _back_to_normal(ui), ToggleDisabled(choice)
+    if ui.mode == "priority":
+        return replace(ui, mode="priority-value", target=choice, options=(), typed=""), None
     if choice == ADD_IMPORT:
         return _back_to_normal(ui), ImportAccount()
     return replace(ui, mode="api-key", options=(), secret=""), None
@@ -150,6 +173,16 @@ def _type_name(ui: Ui, key: str) -> tuple[Ui, Effect | None]:
     if key == "enter":
         return _back_to_normal(ui), AddApiKey(ui.typed.strip(), ui.secret.strip())
     return replace(ui, typed=_edit(ui.typed, key)), None
+
+
+def _type_priority(ui: Ui, key: str) -> tuple[Ui, Effect | None]:
+    if key != "enter":
+        return replace(ui, typed=_edit(ui.typed, key)), None
+    try:
+        priority = int(ui.typed.strip())
+    except ValueError:
+        return ui, Notice(f"the priority must be an integer (lower goes first), got {ui.typed.strip()[:20]!r}")
+    return _back_to_normal(ui), SetPriority(ui.target, priority)
 
 
 def _edit(text: str, key: str) -> str:

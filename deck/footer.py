@@ -11,6 +11,8 @@ from deck.sections import cell, cut
 _MODAL_TITLES = {
     "switch": "Switch account (pins requests without a session)",
     "remove": "Remove which account?",
+    "toggle": "Disable or enable which account? (turns it the other way)",
+    "priority": "Set the priority of which account? (lower goes first among equals)",
     "add": "Add an account",
 }
 
@@ -27,6 +29,9 @@ def modal_lines(ui: Ui, width: int, room: int) -> list[Text]:
     if ui.mode == "api-key":
         typed = "•" * min(len(ui.secret), 24)
         return [cut(Text("API key (hidden): ", style="bold") + Text(typed + "▏"), width)]
+    if ui.mode == "priority-value":
+        prompt = Text(f"Priority for {ui.target} (an integer, lower first; default 0): ", style="bold")
+        return [cut(prompt + Text(ui.typed + "▏"), width)]
     if ui.mode == "api-name":
         prompt = Text("Name for this API key (empty: automatic): ", style="bold")
         return [cut(prompt + Text(ui.typed + "▏"), width)]
@@ -61,9 +66,9 @@ def legend_lines(width: int, room: int) -> list[Text]:
 
 
 def footer_line(ui: Ui, width: int) -> Text:
-    if ui.mode in ("switch", "remove", "add"):
+    if ui.selecting:
         hint = "j/k ↑/↓ move · Enter choose · Esc cancel"
-    elif ui.mode in ("api-key", "api-name"):
+    elif ui.mode in ("api-key", "api-name", "priority-value"):
         hint = "Enter continue · Esc cancel"
     elif ui.mode == "confirm-remove":
         hint = "y remove · n / Esc keep"
@@ -79,9 +84,11 @@ def _normal_footer(ui: Ui, width: int) -> str:
     bell = "on" if ui.bell else "off"
     issues = "collapse" if ui.issues_expanded else "expand"
     for hint in (
-        f"s switch · a add · r remove · R reload · b bell ({bell}) · i issues ({issues}) · ? legend · q quit",
-        "s switch · a add · r remove · R reload · b bell · i issues · ? legend · q quit",
-        "keys: s a r R b i · ? legend · q quit",
+        f"s switch · d disable/enable · p priority · a add · r remove · R reload · b bell ({bell}) · "
+        f"i issues ({issues}) · ? legend · q quit",
+        "s switch · d dis/enable · p priority · a add · r remove · R reload · b bell · i issues · ? legend · q quit",
+        "s switch · d dis/enable · p prio · a add · r remove · R reload · ? legend · q quit",
+        "keys: s d p a r R b i · ? legend · q quit",
     ):
         if len(hint) <= width:
             return hint

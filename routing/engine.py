@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from routing import persistence
@@ -26,6 +26,7 @@ from routing.policy import (
     API_KEY_LAST_RESORT,
     BLOCKED,
     BOUND,
+    CLIENT_PIN,
     CURRENT,
     DETOUR,
     FAR_OVER_LINE,
@@ -47,6 +48,7 @@ _REASON_WORDS = {
     NEW_SESSION: "new conversation",
     WINDOW_LAPSED: "window lapsed",
     BLOCKED: "blocked",
+    CLIENT_PIN: "client pinned it elsewhere",
     "far-over-line": "far over line",
     "rail": "5h rail",
     CURRENT: "no session",
@@ -155,11 +157,13 @@ class Router:
         state = self._accounts.get(account)
         return None if state is None else state.spec.kind
 
-    def may_free_up(self, refused: Collection[str], now: float) -> bool:
-        """Could waiting help a request? True when some account it has not refused is only
-        throttled (benched or window-blocked), not disabled or waiting for a new login."""
+    def may_free_up(self, refused: Collection[str], now: float, request: RequestInfo | None = None) -> bool:
+        """Could waiting help a request? True when some account it has not refused (and
+        that may serve it: `RequestInfo.allows`) is only throttled (benched or
+        window-blocked), not disabled or waiting for a new login."""
         return any(
             name not in refused and not state.spec.disabled and not state.needs_login
+            and (request is None or request.allows(name))
             for name, state in self._accounts.items()
         )
 
@@ -206,10 +210,13 @@ class Router:
         ticket = self._next_ticket
         self._next_ticket += 1
         self._tickets[ticket] = _Ticket(account, binding, request.model)
+        detail = plan.detail
+        if request.restricted and plan.reason != DETOUR:
+            detail += f" · {request.restriction()}"
         return Decision(
             account=plan.account,
             reason=plan.reason,
-            detail=plan.detail,
+            detail=detail,
             session_id=request.session_id,
             ticket=ticket,
         )
@@ -375,7 +382,7 @@ class Router:
         usable: list[Candidate] = []
         family = model_family(request.model)
         for name, state in self._accounts.items():
-            if name in exclude:
+            if name in exclude or not request.allows(name):
                 continue
             view = self._view(state, now)
             if self._usable_now(state, view, request, family, now):
@@ -399,7 +406,9 @@ class Router:
         if not pool:
             return None
         if key is None:
-            return self._plan_sessionless(pool, last_resort, now)
+            plan = self._plan_sessionless(pool, last_resort, now)
+            # A restricted request does not move the sticky account of everyone else's.
+            return replace(plan, bind=False) if request.restricted else plan
         if binding is None:
             return self._place(pool, last_resort, NEW_SESSION)
         if not warm:
@@ -414,7 +423,7 @@ class Router:
         to expire (the ramp steers new conversations only): in bench/simulate.py those
         moves bought ~3 points of quota for +0.6 cache breaks per conversation per 5 h."""
         state = self._accounts.get(binding.account)
-        if state is None or state.name in exclude:
+        if state is None or state.name in exclude or not request.allows(state.name):
             return None
         if state.is_api_key and self.config.api_keys_last_resort:
             return None  # whether a subscription can take it over needs the whole pool
@@ -466,6 +475,14 @@ class Router:
                     return Plan(name, BOUND, f"far over line, kept on {name} ({choice.why})", bind=False)
                 return Plan(name, FAR_OVER_LINE, f"far over line → {name} ({choice.why})", bind=True)
             return Plan(bound.name, BOUND, f"warm conversation kept on {bound.name}", bind=False)
+        if request.pin is not None and request.pin != binding.account:
+            # The client moved its conversation to another account: it follows.
+            return self._place(pool, last_resort, CLIENT_PIN)
+        if not request.allows(binding.account):
+            choice = self._choose(list(pool.values()))
+            return Plan(choice.candidate.name, DETOUR,
+                        f"{request.restriction()} → this request on {choice.candidate.name} ({choice.why}); "
+                        f"the conversation stays on {binding.account}", bind=False)
         if self._lasting_obstacle(binding.account, request, last_resort, now):
             return self._place(pool, last_resort, BLOCKED)
         choice = self._choose(list(pool.values()))

@@ -36,6 +36,7 @@ RAIL = "rail"
 CURRENT = "current"
 PINNED = "pinned"
 API_KEY_LAST_RESORT = "api-key-last-resort"
+CLIENT_PIN = "client-pin"  # the client's x-teamclaude-account moved its conversation
 DETOUR = "detour"  # this one request served elsewhere; the conversation's binding stays
 # A warm conversation leaves an account only this many times `far_over_line` past its
 # line, while new work already avoids it at 1x and a target must be within 0.5x: the
@@ -164,10 +165,11 @@ def _best(stage: list[Candidate], config: RoutingConfig) -> Choice:
     else:
         tied = [c for c in stage if c.rank_score >= best - config.pace_tie_band]
     winner = min(tied, key=lambda c: (c.priority, c.warm_sessions, c.inflight, c.name))
-    return Choice(winner, kept=False, why=describe_pick(winner, len(tied)))
+    by_priority = any(c.priority != winner.priority for c in tied)
+    return Choice(winner, kept=False, why=describe_pick(winner, len(tied), by_priority))
 
 
-def describe_pick(candidate: Candidate, tied: int = 1) -> str:
+def describe_pick(candidate: Candidate, tied: int = 1, by_priority: bool = False) -> str:
     """Why this account: the human half of a decision's detail."""
     if candidate.score is None:
         why = "API key, no weekly line" if candidate.api_key else "no quota data yet: probing"
@@ -177,5 +179,6 @@ def describe_pick(candidate: Candidate, tied: int = 1) -> str:
     else:
         why = f"furthest behind its weekly line: gap {candidate.gap:+.2f}"
     if tied > 1:
-        why += f"; tied with {tied - 1} other(s), fewest warm sessions"
+        then = f"priority {candidate.priority} first" if by_priority else "fewest warm sessions"
+        why += f"; tied with {tied - 1} other(s), {then}"
     return why

@@ -38,10 +38,28 @@ class RequestInfo:
     agent_id: str | None = None
     parent_agent_id: str | None = None
     background: bool = False  # `x-app: cli-bg`: a background task of Claude Code
+    # Who may serve it (routing.rules): the client's `x-teamclaude-account` pin, and the
+    # accounts of the `model_routes` rule (`route_rule`) its model matches. None: anyone.
+    pin: str | None = None
+    allowed: frozenset[str] | None = None
+    route_rule: str | None = None
 
     @property
     def is_inference(self) -> bool:
         return self.path == "/v1/messages" or self.path.startswith("/v1/messages/")
+
+    def allows(self, account: str) -> bool:
+        return (self.pin is None or account == self.pin) and (self.allowed is None or account in self.allowed)
+
+    @property
+    def restricted(self) -> bool:
+        return self.pin is not None or self.allowed is not None
+
+    def restriction(self) -> str:
+        """Why only some accounts may serve it, in words for the decision's detail."""
+        if self.pin is not None:
+            return "pinned by the client (x-teamclaude-account)"
+        return f"model_routes '{self.route_rule}'"
 
     @property
     def conversation_key(self) -> str | None:

@@ -21,7 +21,8 @@ import mitmproxy.types
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
 
-from teamclaude import endpoints, errors, export, failover, gate, mitm_compat, own_flows, request_log, rewrite, routes, startup
+from teamclaude import account_controls, endpoints, errors, export, failover, gate, mitm_compat, own_flows, request_log, rewrite, routes, startup
+from routing.rules import PIN_HEADER
 from teamclaude.accounts_store import AccountsError
 from teamclaude.fail_closed import FailClosed
 from teamclaude.urls import http_url
@@ -211,6 +212,33 @@ class TeamClaude:
     def switch_command(self, account: str) -> str:
         return self._require().switch(account or None)
 
+    @command.command("teamclaude.disable")
+    def disable_command(self, account: str) -> str:
+        """Send no new request to the account (kept in the accounts file)."""
+        return self._control(lambda store: account_controls.set_disabled(store, account, True))
+
+    @command.command("teamclaude.enable")
+    def enable_command(self, account: str) -> str:
+        return self._control(lambda store: account_controls.set_disabled(store, account, False))
+
+    @command.command("teamclaude.priority")
+    def priority_command(self, account: str, priority: str) -> str:
+        """Lower goes first among accounts the pace rule finds equally good."""
+        return self._control(lambda store: account_controls.set_priority(
+            store, account, account_controls.parse_priority(priority)))
+
+    def _control(self, change) -> str:
+        """Write the accounts file now (a short locked write; commands cannot be async) and
+        apply it in the background, as the file watcher would."""
+        service = self._require()
+        try:
+            done = change(service.store)
+        except (LookupError, ValueError, OSError) as exc:
+            raise exceptions.CommandError(f"teamclaude: {exc}") from None
+        if done.changed:
+            self._keep_task(self._reload_quietly(service), "teamclaude reload")
+        return done.message
+
     @command.command("teamclaude.reload")
     def reload_command(self) -> None:
         self._keep_task(self._reload_quietly(self._require()), "teamclaude reload")
@@ -284,6 +312,7 @@ class TeamClaude:
             await self._answer_local(flow, path)
         elif route is Route.PASS_THROUGH:
             rewrite.strip_proxy_key(req.headers, service.proxy_key)
+            req.headers.pop(PIN_HEADER, None)  # teamclaude's own header never goes upstream
         elif route is Route.TELEMETRY_DROP:
             mitm_compat.mark_killed(flow)
         else:
@@ -295,6 +324,7 @@ class TeamClaude:
         if gate.key_matches(flow.request.headers, service.proxy_key):
             own_flows.mark(flow, own_flows.PASS_THROUGH, "forwarded to another host (proxy key presented)")
             rewrite.strip_proxy_key(flow.request.headers, service.proxy_key)
+            flow.request.headers.pop(PIN_HEADER, None)
             return
         own_flows.mark(flow, own_flows.REFUSED, "refused: not the upstream and no proxy key")
         flow.response = errors.response(403, "permission_error", errors.FORWARD_REFUSED)

@@ -90,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     remove = command("remove", _lazy("teamclaude.cli_accounts:cmd_remove"), "remove an account")
     remove.add_argument("name", help="the account's name (see 'teamclaude accounts')")
 
+    disable = command("disable", _lazy("teamclaude.cli_accounts:cmd_disable"),
+                      "send no new requests to an account (kept in the accounts file; requests in flight finish)")
+    disable.add_argument("name", help="the account's name (see 'teamclaude accounts')")
+    enable = command("enable", _lazy("teamclaude.cli_accounts:cmd_enable"), "let a disabled account serve again")
+    enable.add_argument("name", help="the account's name (see 'teamclaude accounts')")
+    priority = command("priority", _lazy("teamclaude.cli_accounts:cmd_priority"),
+                       "set an account's priority: lower goes first among accounts equally good by the pace rule")
+    priority.add_argument("name", help="the account's name (see 'teamclaude accounts')")
+    priority.add_argument("priority", metavar="N", help="an integer, default 0 (negative numbers go before 0)")
+
     command("env", _lazy("teamclaude.cli_proxy:cmd_env"), "print the shell exports that send Claude Code through the proxy")
 
     run = command("run", _lazy("teamclaude.cli_proxy:cmd_run"), "run Claude Code through the proxy (teamclaude run -- ARGS)")

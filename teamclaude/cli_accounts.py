@@ -6,12 +6,14 @@ import argparse
 import getpass
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from teamclaude.account_controls import BadPriority, Change, parse_priority, set_disabled, set_priority
 from teamclaude.accounts_store import Account, AccountsStore, merge_duplicates
 from teamclaude.cli_common import CommandError, proxy_status_cell, relative
 from teamclaude.credentials import UnknownAccount
@@ -92,6 +94,31 @@ def cmd_remove(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+def cmd_disable(args: argparse.Namespace, out: Console) -> int:
+    return _control(out, lambda store: set_disabled(store, args.name, True))
+
+
+def cmd_enable(args: argparse.Namespace, out: Console) -> int:
+    return _control(out, lambda store: set_disabled(store, args.name, False))
+
+
+def cmd_priority(args: argparse.Namespace, out: Console) -> int:
+    try:
+        priority = parse_priority(args.priority)
+    except BadPriority as exc:
+        raise CommandError(str(exc)) from None
+    return _control(out, lambda store: set_priority(store, args.name, priority))
+
+
+def _control(out: Console, change: Callable[[AccountsStore], Change]) -> int:
+    settings = load_settings()
+    if not settings.accounts_file.exists():
+        raise CommandError(NO_ACCOUNTS)
+    done = change(_store(settings))
+    out.print(f"{done.message}. {PICKED_UP}" if done.changed else f"{done.message}.", highlight=False)
+    return 0
+
+
 def cmd_accounts(args: argparse.Namespace, out: Console) -> int:
     settings = load_settings()
     store = _store(settings)
@@ -110,6 +137,9 @@ def cmd_accounts(args: argparse.Namespace, out: Console) -> int:
         table.add_column("org")
         table.add_column("id")
         table.add_column("source")
+    ranked = any(account.priority for account in doc.accounts)
+    if ranked:
+        table.add_column("priority", justify="right")
     table.add_column("status")
     for account in doc.accounts:
         row = [account.name, account.type, account.plan or "", account.email or ""]
@@ -120,6 +150,8 @@ def cmd_accounts(args: argparse.Namespace, out: Console) -> int:
                 (account.id or "")[:8],
                 display_path(Path(account.source)) if account.source else "",
             ]
+        if ranked:
+            row.append(str(account.priority))
         row.append(account_status(account, live.get(account.name), now))
         table.add_row(*row)
     out.print(table)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 from teamclaude import __version__
+from teamclaude.account_controls import BadPriority, parse_priority
+from teamclaude.accounts_store import AccountsError
+from teamclaude.credentials import UnknownAccount
 from teamclaude.service import ConfigError, Service
 
 LOCAL_PATHS = frozenset({
@@ -57,6 +61,46 @@ async def answer(service: Service, method: str, path: str, body: bytes, config_p
             return 200, {"ok": True, "message": await service.reload(config_path)}
         except ConfigError as exc:
             return _error(400, "invalid_request_error", str(exc))
+    control = _account_control(path)
+    if control is not None:
+        if method.upper() != "POST":
+            return _error(405, "invalid_request_error", f"{method} is not allowed on {path}: use POST")
+        return await _control(service, *control, body, config_path)
     if path in LOCAL_PATHS:
         return _error(405, "invalid_request_error", f"{method} is not allowed on {path}")
     return _error(404, "not_found_error", f"no teamclaude endpoint {path}")
+
+
+ACCOUNT_ACTIONS = ("disable", "enable", "priority")
+
+
+def _account_control(path: str) -> tuple[str, str] | None:
+    """(account name, action) of `/teamclaude/accounts/NAME/ACTION` (NAME percent-encoded)."""
+    parts = path.split("/")
+    if len(parts) != 5 or parts[:3] != ["", "teamclaude", "accounts"] or parts[4] not in ACCOUNT_ACTIONS:
+        return None
+    name = unquote(parts[3])
+    return (name, parts[4]) if name else None
+
+
+async def _control(service: Service, name: str, action: str, body: bytes, config_path) -> tuple[int, dict[str, Any]]:
+    """Disable, enable or set the priority of an account: written to the accounts file and
+    applied at once (behaviour §9)."""
+    try:
+        if action == "priority":
+            try:
+                request = json.loads(body or b"null")
+            except (ValueError, RecursionError):
+                request = None
+            if not isinstance(request, dict) or "priority" not in request:
+                return _error(400, "invalid_request_error", 'body must be JSON like {"priority": 1}')
+            message = await service.set_priority(name, parse_priority(request["priority"]), config_path)
+        else:
+            message = await service.set_disabled(name, action == "disable", config_path)
+    except UnknownAccount as exc:
+        return _error(404, "not_found_error", str(exc))
+    except BadPriority as exc:
+        return _error(400, "invalid_request_error", str(exc))
+    except (AccountsError, OSError) as exc:
+        return _error(500, "api_error", f"the accounts file cannot be changed: {exc}")
+    return 200, {"ok": True, "message": message}

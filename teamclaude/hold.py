@@ -77,7 +77,10 @@ def _duration(seconds: float) -> str:
 
 
 def throttled_message(accounts: int, soonest: tuple[str, float] | None, now: float, held_s: float) -> str:
-    text = f"teamclaude: all {accounts} accounts are throttled"
+    if accounts == 1:
+        text = "teamclaude: the one account that may serve this request is throttled"
+    else:
+        text = f"teamclaude: all {accounts} accounts that may serve this request are throttled"
     if soonest is not None:
         name, at = soonest
         stamp = time.strftime("%H:%M UTC", time.gmtime(at))

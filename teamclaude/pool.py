@@ -18,6 +18,7 @@ from mitmproxy.hooks import UpdateHook
 
 from routing.failures import Verdict, classify
 from routing.ratelimits import parse_ratelimit_headers
+from routing.rules import Refusal
 from teamclaude import errors, mitm_compat, own_flows, request_body, rewrite, stored_flows, tool_pairs, user_id
 from teamclaude.accounts_store import Account
 from teamclaude.attempt import HOLD_MARK, Attempt
@@ -63,7 +64,12 @@ class Pool:
             own_flows.mark(flow, own_flows.REFUSED, f"refused: body inflates past {MAX_INFLATED_BODY} bytes")
             flow.response = http.Response.make(413, request_body.too_large_body(), errors.JSON_HEADERS)
             return
-        attempt = Attempt(body.info, service.clock())
+        info = service.admit(body.info, req.headers)
+        if isinstance(info, Refusal):
+            own_flows.mark(flow, own_flows.REFUSED, f"refused: {info.message}")
+            flow.response = errors.response(info.status, info.kind, info.message)
+            return
+        attempt = Attempt(info, service.clock())
         self.attempts[flow.id] = attempt
         await _repair_tool_blocks(flow, attempt, body.content)
         account = await self.acquire(flow, attempt)
@@ -81,7 +87,7 @@ class Pool:
         while True:
             decision = service.router.select(info, service.clock(), exclude=attempt.tried)
             budget = self.hold_budget_s() - attempt.held_s  # one budget per request
-            if decision is None and info.is_inference and budget > 0 and service.may_free_up(attempt.refused):
+            if decision is None and info.is_inference and budget > 0 and service.may_free_up(attempt.refused, info):
                 decision = await self._hold(flow, attempt, budget)
             if decision is None:
                 attempt.decision = None
@@ -168,11 +174,11 @@ class Pool:
         if not service.accounts.accounts:
             message = "teamclaude has no accounts: add one with `teamclaude login` or `teamclaude import`."
             flow.response = errors.response(503, "api_error", message)
-        elif not service.may_free_up(attempt.refused):
+        elif not service.may_free_up(attempt.refused, attempt.request):
             flow.response = errors.response(503, "api_error", service.no_account_message())
         else:
             body, headers = throttled_response_parts(
-                len(service.accounts.accounts), service.soonest_free(now), now, attempt.held_s,
+                service.serving_count(attempt.request), service.soonest_free(now, attempt.request), now, attempt.held_s,
                 service.settings.client_retry_after_max_s,
             )
             flow.response = http.Response.make(429, body, headers)

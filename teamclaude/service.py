@@ -16,9 +16,10 @@ from typing import Any
 
 from routing.engine import Router
 from routing.failures import Streaks, Verdict
+from routing.rules import PIN_HEADER, Refusal, admit
 from routing.types import Decision, RequestInfo
 from routing.usage import default_prices
-from teamclaude import __version__
+from teamclaude import __version__, account_controls
 from teamclaude.account_uuids import AccountUuids
 from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore
 from teamclaude.activity import ActivityLog
@@ -192,11 +193,15 @@ class Service:
             self.holds.end(token)
             self.changed()
 
-    def may_free_up(self, refused: set[str]) -> bool:
-        """Could waiting help? True when some account not refused for this request is only
-        throttled (benched or window-blocked), not disabled or waiting for a new login."""
+    def may_free_up(self, refused: set[str], request: RequestInfo | None = None) -> bool:
+        """Could waiting help? True when some account not refused for this request (and
+        allowed to serve it: a pin, a model route) is only throttled (benched or
+        window-blocked), not disabled or waiting for a new login."""
         for line in self.router.capacity(self.clock()).get("accounts", []):
-            if line.get("name") not in refused and line.get("status") not in ("needs-login", "disabled"):
+            name = line.get("name")
+            if request is not None and not request.allows(name):
+                continue
+            if name not in refused and line.get("status") not in ("needs-login", "disabled"):
                 return True
         return False
 
@@ -219,12 +224,31 @@ class Service:
             parts.append("see `teamclaude accounts`")
         return ". ".join(parts) + "."
 
-    def soonest_free(self, now: float) -> tuple[str, float] | None:
-        """(account, when) of the account that frees up first, from the engine's snapshot."""
+    def admit(self, info: RequestInfo, headers) -> RequestInfo | Refusal:
+        """`info` restricted by the client's pin and the model rules (`routing.rules`), or the
+        refusal to answer; the pin header is taken out of `headers` (it never goes upstream)."""
+        pins = headers.get_all(PIN_HEADER)
+        if pins:
+            del headers[PIN_HEADER]
+        if len(set(pins)) > 1:
+            return Refusal(400, "invalid_request_error", f"teamclaude: {PIN_HEADER} is sent with different names")
+        pin = pins[0].strip() if pins else None
+        specs = [account.to_spec() for account in self.accounts.accounts]
+        return admit(info, pin or None, self.settings.model_rules(), specs)
+
+    def serving_count(self, request: RequestInfo) -> int:
+        """How many configured accounts may serve `request`."""
+        return sum(1 for account in self.accounts.accounts if request.allows(account.name))
+
+    def soonest_free(self, now: float, request: RequestInfo | None = None) -> tuple[str, float] | None:
+        """(account, when) of the account that frees up first (of those that may serve
+        `request`), from the engine's snapshot."""
         best: tuple[str, float] | None = None
         threshold = self.settings.switch_threshold
         for account in self.router.snapshot(now).get("accounts", []):
             if account.get("disabled") or account.get("needs_login"):
+                continue
+            if request is not None and not request.allows(account["name"]):
                 continue
             moments = [account.get("bench_until") or 0.0]
             for window in (account.get("windows") or {}).values():
@@ -316,6 +340,25 @@ class Service:
         self.router.pin(name)
         self.changed()
         return f"current account pinned to {name}" if name else "current account chosen automatically"
+
+    # ----- operator controls (teamclaude.account_controls) -----
+    async def set_disabled(self, name: str, disabled: bool, config_path: Path | None) -> str:
+        change = await asyncio.to_thread(account_controls.set_disabled, self.store, name, disabled)
+        return await self._applied(change, config_path)
+
+    async def set_priority(self, name: str, priority: int, config_path: Path | None) -> str:
+        change = await asyncio.to_thread(account_controls.set_priority, self.store, name, priority)
+        return await self._applied(change, config_path)
+
+    async def _applied(self, change: account_controls.Change, config_path: Path | None) -> str:
+        """The file is written: apply it now rather than at the watcher's next look."""
+        if not change.changed:
+            return change.message
+        try:
+            await self.reload(config_path)
+        except ConfigError as exc:
+            return f"{change.message} in the accounts file, not applied yet: {exc}"
+        return change.message
 
     # ----- hot reload -----
     async def reload(self, config_path: Path | None) -> str:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from routing.config import RoutingConfig
+from routing.rules import ModelRules, parse_blocked, parse_routes
 from teamclaude.atomic import atomic_write
 from teamclaude import yamlsafe
 from teamclaude.gate import TELEMETRY_MODES, TelemetryMode
@@ -75,6 +76,8 @@ class Settings:
     log_bodies: bool = False
     telemetry: TelemetryMode = "pass"
     pool_headers: bool = False
+    blocked_models: tuple[str, ...] = ()
+    model_routes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
     oauth_authorize_url: str = DEFAULT_OAUTH_AUTHORIZE_URL
     oauth_profile_url: str = DEFAULT_OAUTH_PROFILE_URL
@@ -93,6 +96,9 @@ class Settings:
     def routing_config(self) -> RoutingConfig:
         names = {f.name for f in dataclasses.fields(RoutingConfig)}
         return RoutingConfig(**{name: getattr(self, name) for name in names})
+
+    def model_rules(self) -> ModelRules:
+        return ModelRules(self.blocked_models, self.model_routes)
 
     @property
     def listen_url(self) -> str:
@@ -279,6 +285,16 @@ def _optional_path(key: str, value: Any, settings_path: Path) -> Path | None:
     return None if value is None else _path(key, value, settings_path)
 
 
+def _rule(parse: Callable[[Any], Any]) -> Callable[[str, Any, Path], Any]:
+    """`blocked_models` / `model_routes`: validated by `routing.rules`."""
+    def convert(key: str, value: Any, _: Path) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+    return convert
+
+
 def _failover(key: str, value: Any, _: Path) -> str:
     if value not in ("transparent", "client"):
         raise _Invalid(f"'{key}' must be 'transparent' or 'client', got {_show(value)}")
@@ -366,6 +382,8 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "log_bodies": _boolean,
     "telemetry": _telemetry,
     "pool_headers": _boolean,
+    "blocked_models": _rule(parse_blocked),
+    "model_routes": _rule(parse_routes),
     "oauth_token_url": _url,
     "oauth_authorize_url": _url,
     "oauth_profile_url": _url,

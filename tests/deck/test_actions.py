@@ -5,7 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from deck.actions import ActionError, ActionRunner, Target, add_api_key, perform, remove
-from deck.controller import AddApiKey, ImportAccount, Notice, Reload, Remove, Switch
+from deck.controller import AddApiKey, ImportAccount, Notice, Reload, Remove, SetPriority, Switch, ToggleDisabled
 from deck.locallog import LocalLog
 from teamclaude.accounts_store import Account, AccountsStore
 
@@ -116,6 +116,19 @@ def test_add_and_remove_through_the_store(accounts):
     assert AccountsStore(path).read().get("ci") is None
     with pytest.raises(ActionError, match="no account named ci"):
         remove(target, "ci")
+
+
+def test_toggle_and_priority_through_the_store(accounts):
+    path, key = accounts
+    target = Target("", path)
+    assert perform(ToggleDisabled("alice"), target).startswith("'alice' disabled")
+    assert AccountsStore(path).read().get("alice").disabled
+    assert perform(ToggleDisabled("alice"), target).startswith("'alice' enabled")
+    assert perform(SetPriority("alice", 3), target).startswith("'alice' priority 3")
+    doc = AccountsStore(path).read()
+    assert (doc.get("alice").disabled, doc.get("alice").priority, doc.proxy_key) == (False, 3, key)
+    with pytest.raises(ActionError, match="no account named 'nobody'"):
+        perform(ToggleDisabled("nobody"), target)
 
 
 def test_runner_logs_outcomes_off_thread(accounts):

@@ -7,7 +7,9 @@ from deck.controller import (
     Notice,
     Reload,
     Remove,
+    SetPriority,
     Switch,
+    ToggleDisabled,
     Ui,
     handle_key,
 )
@@ -94,3 +96,17 @@ def test_question_mark_opens_the_legend_and_any_key_closes_it():
     assert closed.mode == "normal" and closed.bell and effects == [] and not closed.quit
     assert press(ui, "esc")[0].mode == "normal"
     assert press(ui, "q")[0].quit
+
+
+def test_d_toggles_the_chosen_account():
+    ui, effects = press(Ui(), "d", "j", "enter")
+    assert effects == [ToggleDisabled("bob")] and ui.mode == "normal"
+
+
+def test_p_asks_for_a_number_and_refuses_anything_else():
+    ui, effects = press(Ui(), "p", "j", "j", "enter")
+    assert ui.mode == "priority-value" and ui.target == "carol" and effects == []
+    ui, effects = press(ui, "x", "enter")
+    assert ui.mode == "priority-value" and isinstance(effects[0], Notice) and "integer" in effects[0].text
+    ui, effects = press(ui, "ctrl-u", "-", "2", "enter")
+    assert effects == [SetPriority("carol", -2)] and ui.mode == "normal"

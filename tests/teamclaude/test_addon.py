@@ -97,6 +97,37 @@ async def test_switch_command_pins_and_refuses_unknown_names(loaded):
     assert json.loads(run(tctx, "teamclaude.status"))["pinned"] == "ci"
 
 
+async def test_disable_enable_and_priority_commands_write_the_accounts_file_and_apply_it(loaded, config):
+    addon, tctx = loaded
+    accounts = config.parent / "accounts.yaml"
+
+    async def settled() -> dict:
+        for task in [t for t in asyncio.all_tasks() if t.get_name() == "teamclaude reload"]:
+            await asyncio.wait_for(task, 10)
+        return {a["name"]: a for a in json.loads(run(tctx, "teamclaude.status"))["accounts"]}
+
+    assert run(tctx, "teamclaude.disable alice") == "'alice' disabled"
+    assert (await settled())["alice"]["disabled"]
+    assert yaml.safe_load(accounts.read_text())["accounts"][0]["disabled"] is True
+    assert run(tctx, "teamclaude.disable alice") == "'alice' was already disabled"
+    assert run(tctx, "teamclaude.priority ci -2") == "'ci' priority -2"
+    assert run(tctx, "teamclaude.enable alice") == "'alice' enabled"
+    state = await settled()
+    assert not state["alice"]["disabled"] and state["ci"]["priority"] == -2
+    with pytest.raises(CommandError, match="no account named 'mallory'"):
+        run(tctx, "teamclaude.disable mallory")
+    with pytest.raises(CommandError, match="must be an integer"):
+        run(tctx, "teamclaude.priority ci first")
+
+
+async def test_the_pin_header_never_goes_upstream_on_pass_through_either(loaded):
+    addon, _ = loaded
+    flow = a_flow("GET", "/api/oauth/profile", authorization=f"Bearer {CLIENT_TOKEN}", x_teamclaude_account="alice")
+    await addon.request(flow)
+    assert flow.response is None and flow.metadata["teamclaude"]["kind"] == "pass-through"
+    assert "x-teamclaude-account" not in flow.request.headers
+
+
 async def test_reload_command_picks_up_a_new_account_and_keeps_the_last_good_on_garbage(loaded, config):
     addon, tctx = loaded
     accounts = config.parent / "accounts.yaml"

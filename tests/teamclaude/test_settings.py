@@ -122,6 +122,11 @@ def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
         ("- port\n", "line 1: expected 'key: value' lines"),
         ("port: 1\nupstream: [\n", "line 3: not valid YAML"),
         ("port: 1\n\nproxy_key: tc-abc\n", "line 3: 'proxy_key' is not set here: it lives in accounts.yaml"),
+        ("port: 1\nblocked_models: 3\n", "line 2: 'blocked_models' must be a list of model globs"),
+        ("blocked_models: ['claude-*', '']\n", "every model glob must be a non-empty string"),
+        ("\nmodel_routes: [a, b]\n", "line 2: 'model_routes' must map model globs to account lists"),
+        ("model_routes:\n  claude-opus-*: []\n", "line 1: 'model_routes' rule 'claude-opus-*' must list at least one"),
+        ("model_routes: {claude-*: [work, 3]}\n", "'model_routes' rule 'claude-*': account names must be"),
     ],
 )
 def test_bad_values_name_line_key_and_value(tmp_path: Path, text: str, expected: str) -> None:
@@ -165,3 +170,11 @@ def test_example_documents_every_key_with_an_explanation() -> None:
 
 def test_root_example_is_the_packaged_one() -> None:
     assert (REPO / "config.example.yaml").read_text() == example_config_text()
+
+
+def test_model_rules_keep_their_order(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    text = "blocked_models: ['*-20240229']\nmodel_routes:\n  claude-opus-*: [work]\n  'claude-*': [home, work]\n"
+    settings = parse_settings(text, path)
+    assert settings.model_rules().blocked == ("*-20240229",)
+    assert settings.model_rules().routes == (("claude-opus-*", ("work",)), ("claude-*", ("home", "work")))
