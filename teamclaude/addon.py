@@ -12,18 +12,15 @@ import asyncio
 import gc
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-import mitmproxy.flow
-import mitmproxy.types
-from mitmproxy import command, ctx, exceptions, http
-from mitmproxy.log import ALERT
+from mitmproxy import ctx, exceptions, http
 
-from teamclaude import account_controls, endpoints, errors, export, failover, gate, mitm_compat, own_flows, request_log, rewrite, routes, startup
+from teamclaude import endpoints, errors, failover, gate, mitm_compat, own_flows, request_log, rewrite, routes, startup
 from routing.rules import PIN_HEADER
 from teamclaude.accounts_store import AccountsError
+from teamclaude.commands import Commands
 from teamclaude.fail_closed import FailClosed
 from teamclaude.urls import http_url
 from teamclaude.pool import KEEP_STREAM_BYTES, Pool, usage_of_whole_body
@@ -43,6 +40,7 @@ class TeamClaude:
         self._config_path: Path | None = None
         self._log: RequestLog | None = None
         self._running = False
+        self.addons = [Commands(self)]  # mitmproxy registers nested addons with this one
 
     # ----- lifecycle (kept synchronous: async lifecycle hooks break script reloads) -----
     def load(self, loader) -> None:
@@ -195,74 +193,20 @@ class TeamClaude:
         logged = self._log is not None and self._log.bodies
         return KEEP_STREAM_BYTES if mitm_compat.has_flow_view() or saved or logged else 0
 
-    # ----- commands (usable from mitmweb and the console) -----
-    @command.command("teamclaude.status")
-    def status_command(self) -> str:
-        return json.dumps(self._require().status(), indent=2)
+    def require(self) -> Service:
+        if self.service is None:
+            raise exceptions.CommandError(f"teamclaude cannot serve: {self.broken}")
+        return self.service
 
-    @command.command("teamclaude.capacity")
-    def capacity_command(self) -> str:
-        return json.dumps(self._require().capacity(), indent=2)
-
-    @command.command("teamclaude.quota")
-    def quota_command(self) -> str:
-        return json.dumps(self._require().quota(), indent=2)
-
-    @command.command("teamclaude.switch")
-    def switch_command(self, account: str) -> str:
-        return self._require().switch(account or None)
-
-    @command.command("teamclaude.disable")
-    def disable_command(self, account: str) -> str:
-        """Send no new request to the account (kept in the accounts file)."""
-        return self._control(lambda store: account_controls.set_disabled(store, account, True))
-
-    @command.command("teamclaude.enable")
-    def enable_command(self, account: str) -> str:
-        return self._control(lambda store: account_controls.set_disabled(store, account, False))
-
-    @command.command("teamclaude.priority")
-    def priority_command(self, account: str, priority: str) -> str:
-        """Lower goes first among accounts the pace rule finds equally good."""
-        return self._control(lambda store: account_controls.set_priority(
-            store, account, account_controls.parse_priority(priority)))
-
-    def _control(self, change) -> str:
-        """Write the accounts file now (a short locked write; commands cannot be async) and
-        apply it in the background, as the file watcher would."""
-        service = self._require()
-        try:
-            done = change(service.store)
-        except (LookupError, ValueError, OSError) as exc:
-            raise exceptions.CommandError(f"teamclaude: {exc}") from None
-        if done.changed:
-            self._keep_task(self._reload_quietly(service), "teamclaude reload")
-        return done.message
-
-    @command.command("teamclaude.reload")
-    def reload_command(self) -> None:
-        self._keep_task(self._reload_quietly(self._require()), "teamclaude reload")
-
-    @command.command("teamclaude.export")
-    def export_command(self, flows: Sequence[mitmproxy.flow.Flow], path: mitmproxy.types.Path) -> None:
-        """Write the flows as a flow file with every credential redacted (for bug reports)."""
-        secrets = self.service.secrets() if self.service is not None else []
-        try:
-            count = export.export_flows(flows, Path(path).expanduser(), secrets)
-        except OSError as exc:
-            raise exceptions.CommandError(f"cannot write {path}: {exc.strerror or exc.__class__.__name__}") from None
-        logger.log(ALERT, "teamclaude: wrote %d redacted flows to %s", count, path)
+    def reload_soon(self, service: Service) -> None:
+        """Re-read both files in the background (a bad file keeps the last good configuration)."""
+        self._keep_task(self._reload_quietly(service), "teamclaude reload")
 
     async def _reload_quietly(self, service: Service) -> None:
         try:
             logger.info("teamclaude: %s", await service.reload(self._config_path))
         except ConfigError:
             pass
-
-    def _require(self) -> Service:
-        if self.service is None:
-            raise exceptions.CommandError(f"teamclaude cannot serve: {self.broken}")
-        return self.service
 
     # ----- hooks -----
     async def request(self, flow: http.HTTPFlow) -> None:
