@@ -1,0 +1,136 @@
+"""Attacks from an adversarial review that the proxy does not withstand yet, each driven the way
+it arrives: a real mitmdump / `teamclaude server`, a real upstream that records what reaches
+it, raw sockets. Each is marked xfail(strict) until fixed: remove the mark with the fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from teamclaude.fakeupstream import FakeUpstream
+from teamclaude.proxyproc import ProxyProcess
+from tests.e2e.harness import PROXY_KEY, call, message_body, oauth_account, start_proxy, write_config
+
+CLIENT_OWN = "sk-ant-oat01-client-own-token"
+
+
+@pytest.fixture()
+def fake():
+    with FakeUpstream(accounts=[oauth_account("alice")]) as upstream:
+        yield upstream
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def leaked(fake: FakeUpstream) -> list[str]:
+    """What reached the upstream that must never: the proxy key or the client's own token."""
+    seen = json.dumps([r.headers for r in fake.requests])
+    return [secret for secret in (PROXY_KEY, CLIENT_OWN) if secret in seen]
+
+
+def accepts(port: int, process: subprocess.Popen, timeout: float = 30.0) -> bool:
+    """Whether something accepts connections on `port` before `process` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+@pytest.mark.xfail(strict=True, reason="a script that fails to load at start leaves a plain relay, no fail-closed guard")
+@pytest.mark.parametrize("extra", [
+    pytest.param(["--set", "teamclaude_log_keep_days=abc"], id="bad-option-value"),
+    pytest.param(["--set", "teamclaude_config={config}"], id="config-given-again"),
+])
+def test_teamclaude_server_with_an_option_the_script_cannot_take_forwards_nothing(tmp_path, fake, extra):
+    """`teamclaude server -- --set teamclaude_config=FILE` (the settings named again, as a user
+    pointing it at another file would) or a bad `teamclaude_*` value: mitmproxy fails to load the
+    script, silently, and keeps relaying in the reverse mode `teamclaude server` put on its
+    command line: requests go upstream with the proxy key and the client's own token."""
+    port = free_port()
+    cfg = write_config(tmp_path, fake.url, [fake.account("alice")], port=port)
+    args = [arg.format(config=cfg.config) for arg in extra]
+    command = [sys.executable, "-m", "teamclaude.cli", "server", "--", "--set", "flow_detail=0", *args]
+    process = subprocess.Popen(command, env={**os.environ, **cfg.env()}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        status = None
+        if accepts(port, process):
+            status, _, _ = call(f"http://127.0.0.1:{port}", "POST", "/v1/messages", message_body(),
+                                headers={"authorization": f"Bearer {CLIENT_OWN}"})
+        assert leaked(fake) == []
+        assert fake.requests == []
+        assert status in (None, 503)  # exited at start, or refusing
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.mark.xfail(strict=True, reason="stream_large_bodies streams the request upstream before the request hook")
+def test_streamed_request_body_never_goes_upstream_unrewritten(tmp_path, fake):
+    """With mitmproxy's `stream_large_bodies` (a documented mitmdump option, passed after
+    `teamclaude server --`), a large or chunked request is sent upstream as its headers arrive,
+    before the addon's `request` hook runs: proxy key and the client's token go out."""
+    cfg = write_config(tmp_path, fake.url, [fake.account("alice")])
+    with start_proxy(cfg, ["--set", "stream_large_bodies=1k"]) as proxy:
+        body = message_body(messages=[{"role": "user", "content": "x" * 4096}])
+        status, _, _ = call(proxy.url, "POST", "/v1/messages", body,
+                            headers={"authorization": f"Bearer {CLIENT_OWN}"})
+        unkeyed, _, _ = call(proxy.url, "POST", "/v1/messages", body, key=None)
+    assert leaked(fake) == []
+    assert unkeyed == 401
+    assert [r.account for r in fake.requests if r.path == "/v1/messages"] == ["alice"]
+    assert status == 200
+
+
+@pytest.mark.xfail(strict=True, reason="forward mode: CONNECT to any host relays raw TCP without the proxy key")
+def test_forward_mode_does_not_tunnel_raw_tcp_for_clients_without_the_key(tmp_path, fake):
+    """Forward mode answers `CONNECT other-host:port` with 200 for anyone and, when the tunnel
+    carries neither TLS nor HTTP, relays the bytes: an open TCP relay into loopback."""
+    received: list[bytes] = []
+    with socket.socket() as service:
+        service.bind(("127.0.0.1", 0))
+        service.listen(1)
+        service.settimeout(20)
+
+        def serve() -> None:
+            try:
+                connection, _ = service.accept()
+            except OSError:
+                return
+            with connection:
+                connection.settimeout(10)
+                try:
+                    received.append(connection.recv(100))
+                except OSError:
+                    pass
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        target = f"127.0.0.1:{service.getsockname()[1]}"
+        cfg = write_config(tmp_path, fake.url, [fake.account("alice")])
+        forward_port = free_port()
+        with start_proxy(cfg, ["--mode", f"regular@{forward_port}"]) as proxy:
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as client:
+                client.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+                answer = client.recv(1000)
+                if answer.startswith(b"HTTP/1.1 200"):
+                    client.sendall(b"SSH-2.0-OpenSSH_9.6 not-http-not-tls\r\n")
+                    thread.join(20)
+        thread.join(1)
+    assert received == []
+    assert not answer.startswith(b"HTTP/1.1 200")
