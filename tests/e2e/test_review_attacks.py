@@ -18,7 +18,15 @@ import pytest
 from teamclaude.fakeupstream import FakeUpstream
 from teamclaude.proxyproc import ProxyProcess, mitmproxy_command
 from tests.e2e.bodies import MIB, bomb_headers, peak_rss_mib, send_raw, stream_gaps
-from tests.e2e.harness import PROXY_KEY, call, message_body, oauth_account, start_proxy, write_config
+from tests.e2e.cli_runner import wait_until
+from tests.e2e.harness import (
+    PROXY_KEY,
+    call,
+    message_body,
+    oauth_account,
+    start_proxy,
+    write_config,
+)
 from tests.e2e.scripted import ScriptedUpstream
 from tests.e2e.test_startup import _own_shim, _reload
 
@@ -128,13 +136,13 @@ def test_forward_mode_does_not_tunnel_raw_tcp_for_clients_without_the_key(tmp_pa
         target = f"127.0.0.1:{service.getsockname()[1]}"
         cfg = write_config(tmp_path, fake.url, [fake.account("alice")])
         forward_port = free_port()
-        with start_proxy(cfg, ["--mode", f"regular@{forward_port}"]) as proxy:
-            with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as client:
-                client.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
-                answer = client.recv(1000)
-                if answer.startswith(b"HTTP/1.1 200"):
-                    client.sendall(b"SSH-2.0-OpenSSH_9.6 not-http-not-tls\r\n")
-                    thread.join(20)
+        with start_proxy(cfg, ["--mode", f"regular@{forward_port}"]) as proxy, \
+                socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as client:
+            client.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+            answer = client.recv(1000)
+            if answer.startswith(b"HTTP/1.1 200"):
+                client.sendall(b"SSH-2.0-OpenSSH_9.6 not-http-not-tls\r\n")
+                thread.join(20)
         thread.join(1)
     assert received == []
     assert not answer.startswith(b"HTTP/1.1 200")
@@ -229,6 +237,29 @@ def test_a_large_body_without_the_key_is_refused_before_it_is_buffered(tmp_path,
             except OSError:
                 pass  # refused early: the proxy closed the connection
             answer = client.recv(100)
-        assert answer.startswith(b"HTTP/1.1 401") or answer.startswith(b"HTTP/1.1 413")
+        assert answer.startswith((b"HTTP/1.1 401", b"HTTP/1.1 413"))
         grown = peak_rss_mib(proxy.process.pid) - before
     assert grown < 150, f"peak RSS grew {grown:.0f} MiB for an unkeyed {size // MIB} MiB body"
+
+
+@pytest.mark.xfail(strict=True, reason="request log files are written in place: a full disk leaves empty records, readers see partial ones")
+def test_a_full_disk_leaves_no_empty_request_log_record(tmp_path, fake, small_fs):
+    """The request log opens its file, then writes into it (issue 11 asked for atomic writes):
+    when the disk is full the write fails after the file exists, and an empty `tc-*.json` stays
+    behind for good (a reader, like test_request_log_e2e's, also sees files half written)."""
+    log_dir = small_fs.path / "log"
+    cfg = write_config(tmp_path, fake.url, [fake.account("alice")], log_dir=str(log_dir))
+    with start_proxy(cfg) as proxy:
+        assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200
+        wait_until(lambda: list(log_dir.glob("tc-*.json")), "the first record")
+        small_fs.fill()
+        assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200
+        wait_until(lambda: any("cannot write the request log" in line for line in proxy.output), "the write refused")
+        small_fs.free()
+    unreadable = []
+    for path in log_dir.glob("tc-*.json"):
+        try:
+            json.loads(path.read_text())
+        except ValueError:
+            unreadable.append(path.name)
+    assert unreadable == []
