@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from mitmproxy import ctx, exceptions, http
 
-from teamclaude import endpoints, errors, failover, gate, mitm_compat, own_flows, request_log, rewrite, routes, startup
+from teamclaude import admission, endpoints, errors, failover, gate, mitm_compat, own_flows, request_log, rewrite, routes, startup
 from routing.rules import PIN_HEADER
 from teamclaude.accounts_store import AccountsError
 from teamclaude.commands import Commands
@@ -29,6 +29,12 @@ from teamclaude.routes import Route
 from teamclaude.service import ConfigError, Service, load_config
 
 logger = logging.getLogger("teamclaude")
+
+STREAMED_REQUESTS = (
+    "mitmproxy's stream_large_bodies would send a large request upstream before teamclaude could "
+    "rewrite it (its proxy key and the client's own credential with it); teamclaude streams "
+    "responses by itself: unset stream_large_bodies (use body_size_limit to cap bodies)"
+)
 
 
 class TeamClaude:
@@ -57,7 +63,6 @@ class TeamClaude:
             "teamclaude_log_keep_days", int, request_log.DEFAULT_KEEP_DAYS,
             "Delete request log files older than this many days (0 keeps them all).",
         )
-        FailClosed.lift()
 
     def configure(self, updated: set[str]) -> None:
         if "teamclaude_config" in updated:
@@ -74,6 +79,8 @@ class TeamClaude:
                 self.serve(Service(loaded))
             else:
                 self.service.apply(loaded)
+        if "stream_large_bodies" in updated and ctx.options.stream_large_bodies:
+            self._refuse_option(STREAMED_REQUESTS)
         if self.service is not None and updated & {"mode", "listen_host", "teamclaude_config"}:
             self._listen()
 
@@ -93,14 +100,19 @@ class TeamClaude:
                 web_without_token=mitm_compat.is_web_master() and not mitm_compat.web_api_has_token(),
             )
         except startup.ModeRefused as exc:
-            if self._running:
-                raise exceptions.OptionsError(f"teamclaude: {exc}") from None
-            self._refuse_to_start(str(exc))
+            self._refuse_option(str(exc))
             return
         self.service.mode = "reverse" if listen.reverse else "regular"
         if listen.changes(ctx.options.mode):
             ctx.options.update(mode=list(listen.modes), connection_strategy="lazy")
-            mitm_compat.restart_server_setup_in_progress()
+        if mitm_compat.release_server_setup():  # held by the shim, or pending with the old modes
+            logger.debug("teamclaude: listening in %s", ", ".join(listen.modes))
+        FailClosed.lift()
+
+    def _refuse_option(self, why: str) -> None:
+        if self._running:
+            raise exceptions.OptionsError(f"teamclaude: {why}")
+        self._refuse_to_start(why)
 
     def _refuse_to_start(self, why: str) -> None:
         """At start: listen nowhere, answer nothing but 503s, and say why in one line
@@ -283,6 +295,21 @@ class TeamClaude:
             service, flow.request.method, path, flow.request.raw_content or b"", self._config_path
         )
         flow.response = http.Response.make(status, json.dumps(document).encode(), errors.JSON_HEADERS)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        service = self.service
+        if service is None:
+            flow.response = errors.response(503, "api_error", f"teamclaude cannot route: {self.broken}")
+        else:
+            flow.response = admission.tunnel_refusal(flow, service.settings.upstream, service.proxy_key)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """A request that will be refused anyway is answered before a large body is read."""
+        service = self.service
+        if service is not None and flow.response is None:
+            refusal = admission.refusal_before_body(flow, service.settings.upstream, service.proxy_key)
+            if refusal is not None:
+                admission.answer_without_reading(flow, refusal)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         attempt = self.pool.attempts.get(flow.id) if self.pool is not None else None

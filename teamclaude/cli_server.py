@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 
@@ -20,10 +21,22 @@ from teamclaude.proxyproc import addon_path, mitmproxy_command
 from teamclaude.settings import Settings, load_settings
 
 
+def config_option(extra: Sequence[str]) -> Path | None:
+    """The settings file named in mitmproxy arguments (`--set teamclaude_config=FILE`)."""
+    found = None
+    for before, arg in zip(["", *extra], extra, strict=False):
+        value = arg.removeprefix("--set=") if arg.startswith("--set=") else arg if before == "--set" else ""
+        if value.startswith("teamclaude_config="):
+            found = Path(value.split("=", 1)[1]).expanduser()
+    return found
+
+
 def server_command(settings: Settings, extra: Sequence[str], *, web: bool) -> list[str]:
-    """The mitmproxy command line for `teamclaude server`."""
+    """The mitmproxy command line for `teamclaude server` (a settings file named in `extra`
+    is the one used; naming it twice would make mitmproxy skip the script)."""
     command = [*mitmproxy_command("mitmweb" if web else "mitmdump"), "-s", str(addon_path())]
-    command += ["--set", f"teamclaude_config={settings.path}"]
+    if config_option(extra) is None:
+        command += ["--set", f"teamclaude_config={settings.path}"]
     if not any(arg == "--mode" or arg.startswith("--mode=") or arg in ("-m",) for arg in extra):
         [mode] = startup.plan(
             startup.DEFAULT_MODES, upstream=settings.upstream, listen_host=settings.listen_host,
@@ -34,8 +47,8 @@ def server_command(settings: Settings, extra: Sequence[str], *, web: bool) -> li
 
 
 def cmd_server(args: argparse.Namespace, out: Console) -> int:
-    settings = load_settings(None)  # a bad file stops here with its line, before mitmproxy starts
     extra = args.mitm_args[1:] if args.mitm_args[:1] == ["--"] else args.mitm_args
+    settings = load_settings(config_option(extra))  # a bad file stops here, before mitmproxy starts
     command = server_command(settings, extra, web=args.web)
     os.execv(command[0], command)
     return 0  # not reached

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import re
 import string
@@ -23,7 +24,7 @@ TelemetryMode = Literal["pass", "answer", "drop"]
 TELEMETRY_MODES: tuple[TelemetryMode, ...] = ("pass", "answer", "drop")
 
 _BROWSER_HEADERS = ("origin", "sec-fetch-site")
-_KEY_HEADERS = (KEY_HEADER, "x-api-key", "authorization")
+_KEY_HEADERS = (KEY_HEADER, "x-api-key", "authorization", "proxy-authorization")
 
 
 def header_values(headers: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
@@ -115,13 +116,19 @@ def normalize_target(target: str) -> str:
 def _key_in(name: str, value: str) -> str | None:
     """The proxy key a client may have put in this header field, if the field can hold one:
     the whole value of `x-teamclaude-key` / `x-api-key`, the token of `authorization: Bearer`
-    (any whitespace around and between, any case of the scheme)."""
+    or `proxy-authorization: Bearer` (any whitespace around and between, any case of the
+    scheme), the password of `proxy-authorization: Basic` (a forward proxy's own credential)."""
     if name in (KEY_HEADER, "x-api-key"):
         return value.strip()
-    if name == "authorization":
+    if name in ("authorization", "proxy-authorization"):
         parts = value.strip().split(None, 1)
         if len(parts) == 2 and parts[0].lower() == "bearer":
             return parts[1].strip()
+        if len(parts) == 2 and parts[0].lower() == "basic" and name == "proxy-authorization":
+            try:  # HTTPS_PROXY=http://teamclaude:KEY@host:port: the key is the password
+                return base64.b64decode(parts[1].strip(), validate=True).decode("utf-8").partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                return None
     return None
 
 

@@ -52,6 +52,10 @@ ENCODINGS = frozenset({"identity", "none", "gzip", "x-gzip", "deflate", "deflate
 
 _ZLIB_STEP = 64 * 1024  # most output one zlib call may give (exact)
 _ZSTD_STEP = 32  # input bytes per zstd call
+# zlib input is fed in slices of this size (see `_feed_zlib`); a body may hold at most this many
+# gzip members (real encoders write one; thousands of empty ones are an attack on the decoder).
+_ZLIB_SLICE = 16 * 1024
+MAX_GZIP_MEMBERS = 1024
 _BROTLI_STEP = 8  # input bytes per brotli call
 _ZSTD_MAX_WINDOW = 8 * 1024 * 1024  # RFC 8878 §3.1.1.1.2: HTTP decoders need not accept more
 
@@ -88,6 +92,7 @@ class Inflater:
         self._brotli = brotli.Decompressor() if self._coding == "br" else None
         self._brotli_fed = False  # an empty body is a valid empty body
         self._between_members = True  # gzip: at the start or after a complete member
+        self._members = 0
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         try:
@@ -121,6 +126,13 @@ class Inflater:
 
     # ----- zlib (gzip members, zlib-wrapped or raw deflate) -----
     def _feed_zlib(self, data: bytes) -> Iterator[bytes]:
+        # In slices: what a finished member leaves (`unused_data`, the padding stripped) is
+        # copied once per member, so a body of tiny gzip members would cost O(members x body).
+        view = memoryview(data)
+        for start in range(0, len(view), _ZLIB_SLICE):
+            yield from self._feed_zlib_slice(bytes(view[start:start + _ZLIB_SLICE]))
+
+    def _feed_zlib_slice(self, data: bytes) -> Iterator[bytes]:
         if self._coding == "deflate" and self._zlib is None:
             self._head += data
             if len(self._head) < 2:
@@ -134,6 +146,9 @@ class Inflater:
                 data = data.lstrip(b"\0")  # zero padding between or after members (as `gzip` allows)
                 if not data:
                     return
+                self._members += 1
+                if self._members > MAX_GZIP_MEMBERS:
+                    raise UndecodableBody(f"more than {MAX_GZIP_MEMBERS} gzip members")
                 self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 self._between_members = False
             assert self._zlib is not None

@@ -9,6 +9,7 @@ release changes it. Checked against mitmproxy 11.0.2 (Python 3.11) and 12.3.1 (3
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -54,9 +55,17 @@ def listen_addresses() -> list[tuple[Any, ...]]:
     return proxyserver.listen_addrs() if proxyserver is not None else []
 
 
-def restart_server_setup_in_progress() -> bool:
-    """Make mitmproxy listen in the modes now in `ctx.options.mode` when it started bringing
-    up its listeners before this addon was configured.
+def hold_server_setup() -> None:
+    """Keep mitmproxy from listening until `release_server_setup` (see there)."""
+    global _held_setup
+    cancelled = cancel_server_setup()
+    if cancelled is not None:
+        _held_setup = cancelled
+
+
+def release_server_setup() -> bool:
+    """Make mitmproxy listen in the modes now in `ctx.options.mode`, when its listener setup
+    was held or is still pending.
 
     On Python >= 3.12 mitmproxy runs with eager tasks: `Master.run` starts `setup_servers` with
     the modes of the command line before `-s` scripts are loaded, so a mode chosen in the
@@ -67,7 +76,9 @@ def restart_server_setup_in_progress() -> bool:
     the pending setup has not started yet; the same steps are harmless there. Returns
     whether it did.
     """
-    cancelled = cancel_server_setup()
+    global _held_setup
+    cancelled = cancel_server_setup() or _held_setup
+    _held_setup = None
     if cancelled is None:
         return False
     proxyserver = ctx.master.addons.get("proxyserver")
@@ -78,10 +89,14 @@ def restart_server_setup_in_progress() -> bool:
 
 
 def cancel_server_setup() -> asyncio.Task | None:
-    """Stop a pending listener setup before it binds (see above); the cancelled task, or None."""
+    """Stop a pending listener setup before it binds (see above); the cancelled task, or None.
+
+    Only a setup still waiting for its getaddrinfo can be stopped before it binds: one for an
+    IP literal (`--mode reverse:…@127.0.0.1:PORT`, `--listen-host 127.0.0.1`) binds at once
+    on 3.12+, so it is left alone (and such a mode already names its own address)."""
     task = _pending_setup_task()
     proxyserver = ctx.master.addons.get("proxyserver")
-    if task is None or proxyserver is None:
+    if task is None or proxyserver is None or _binds_at_once(ctx.options.mode, ctx.options.listen_host):
         return None
     task.cancel()
     servers = proxyserver.servers
@@ -90,6 +105,17 @@ def cancel_server_setup() -> asyncio.Task | None:
 
 
 _KEEP: set[asyncio.Task] = set()
+_held_setup: asyncio.Task | None = None
+
+
+def _binds_at_once(modes: Iterable[str], listen_host: str) -> bool:
+    for mode in modes:
+        try:
+            ipaddress.ip_address(ProxyMode.parse(mode).listen_host(listen_host))
+        except ValueError:
+            continue
+        return True
+    return False
 
 
 def _pending_setup_task() -> asyncio.Task | None:
@@ -109,6 +135,16 @@ async def _set_up_after(cancelled: asyncio.Task, proxyserver) -> None:
     if not await proxyserver.setup_servers():
         logger.error("teamclaude: cannot listen where the settings say (see the error above)")
         ctx.master.shutdown()
+
+
+def unapplied_options() -> dict[str, object]:
+    """`--set` options mitmproxy could not apply (an addon's option given a bad value: the
+    script that declares it is then skipped without a word)."""
+    found = {}
+    for name, value in ctx.options.deferred.items():
+        raw = getattr(value, "val", value)  # 12.x keeps command-line strings unconverted
+        found[name] = " ".join(map(str, raw)) if isinstance(raw, list) else raw
+    return found
 
 
 def client_socket_writer(flow: http.HTTPFlow) -> asyncio.StreamWriter | None:

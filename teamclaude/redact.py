@@ -26,11 +26,13 @@ CREDENTIAL_HEADERS = frozenset({
 # Fields of OAuth token requests and answers that are secrets.
 TOKEN_FIELDS = frozenset({
     "access_token", "refresh_token", "id_token", "code", "code_verifier", "client_secret", "api_key",
+    "raw_key",  # an API key minted by /api/oauth/claude_cli/create_api_key
 })
 # What the addon leaves in place of the credential it injected (`rewrite.redact_injected`).
 _ACCOUNT_MARKER = re.compile(r"<account:[^<>\s]{0,200}>")
 _ANTHROPIC_SECRET = re.compile(rb"sk-ant-[A-Za-z0-9]{1,20}-[A-Za-z0-9_\-]{4,}")
 UNREADABLE_TOKEN_BODY = b"<redacted: token endpoint body that is not readable JSON or a form>"
+UNREADABLE_BODY = b"<redacted: an encoded body that cannot be read within the bound>"
 # Token endpoint bodies are a few hundred bytes; a longer one is replaced whole, unparsed, so
 # redacting cannot cost more than this (a JSON parse builds many times its input in objects).
 MAX_TOKEN_BODY = 64 * 1024
@@ -88,6 +90,16 @@ def _form_body(body: bytes) -> bytes:
     except (UnicodeDecodeError, ValueError):
         return UNREADABLE_TOKEN_BODY
     return urlencode([(key, REDACTED if key in TOKEN_FIELDS else value) for key, value in pairs]).encode()
+
+
+def secret_fields(body: bytes) -> bytes:
+    """A JSON body with its secret fields (`TOKEN_FIELDS`) redacted and anything shaped like an
+    Anthropic secret replaced; a body that is not JSON keeps its shape, only the latter."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return scrub(body)
+    return scrub(json.dumps(_redact_fields(document)).encode())
 
 
 def _redact_fields(value: Any) -> Any:

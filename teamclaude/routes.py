@@ -50,6 +50,11 @@ def decide(method: str, path: str, headers: Mapping[str, str], *, reverse: bool,
 def targets(scheme: str, host: str, port: int, upstream: str) -> bool:
     """Whether a forward-mode request really goes to the upstream: the connection's target
     (scheme, host and port of the absolute-form URL or the CONNECT tunnel), not its Host header."""
+    return scheme == urlsplit(upstream).scheme and targets_host(host, port, upstream)
+
+
+def targets_host(host: str, port: int, upstream: str) -> bool:
+    """Whether a CONNECT tunnel goes to the upstream's host and port."""
     wanted = urlsplit(upstream)
     wanted_port = wanted.port or (443 if wanted.scheme == "https" else 80)
-    return (scheme, host.lower(), port) == (wanted.scheme, (wanted.hostname or "").lower(), wanted_port)
+    return (host.lower(), port) == ((wanted.hostname or "").lower(), wanted_port)

@@ -45,8 +45,9 @@ def plan(given: Sequence[str], *, upstream: str, listen_host: str, port: int,
             "could drive mitmweb's API through it (CVE-2025-23217). Use mitmdump for forward mode, "
             "run mitmweb without --mode (reverse), or use Python >= 3.12 (mitmproxy 12)."
         )
-    host = listen_host_option or LOOPBACK
-    return ListenPlan(tuple(_with_host(spec, host) for spec in specs), reverse=reverse)
+    if listen_host_option:  # mitmproxy's own option names the address of every mode without one
+        return ListenPlan(tuple(given), reverse=reverse)
+    return ListenPlan(tuple(_with_host(spec, LOOPBACK) for spec in specs), reverse=reverse)
 
 
 def _with_host(spec: ProxyMode, host: str) -> str:

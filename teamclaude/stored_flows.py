@@ -57,10 +57,35 @@ def redact_request(request: http.Request) -> None:
 
 
 def redact_sent_response(request: http.Request, response: http.Response) -> None:
-    """A response whose bytes already reached the client (streamed): its credentials out."""
+    """A pass-through response whose bytes already reached the client (streamed): its
+    credentials out — the token endpoint's fields, and on any other path secret fields and
+    secret-shaped values (an API key minted by `/api/oauth/claude_cli/create_api_key`)."""
     redact_headers(response.headers)
     if is_token_endpoint(request):
         redact_token_body(response)
+    else:
+        _redact_secrets_in_body(response)
+
+
+def _redact_secrets_in_body(message: http.Message) -> None:
+    raw = message.raw_content
+    if not raw:
+        return
+    encoding = message.headers.get("content-encoding")
+    try:
+        content = inflate(raw, encoding, redact.MAX_TOKEN_BODY)
+    except BodyTooLarge:
+        if not encoding:  # plain and long: a linear scan for secret-shaped values
+            message.raw_content = redact.scrub(raw)
+            return
+        _replace_body(message, redact.UNREADABLE_BODY)
+        return
+    except UndecodableBody:
+        _replace_body(message, redact.UNREADABLE_BODY)
+        return
+    cleaned = redact.secret_fields(content)
+    if cleaned != content:
+        message.content = cleaned
 
 
 def scrub_message(message: http.Message, secrets: Iterable[str]) -> None:
