@@ -21,6 +21,7 @@ import mitmproxy.types
 from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.log import ALERT
 
+from routing.lifecycle import Answer, Send
 from teamclaude import endpoints, errors, export, failover, gate, mitm_compat, own_flows, request_log, rewrite, routes, startup
 from teamclaude.accounts_store import AccountsError
 from teamclaude.fail_closed import FailClosed
@@ -314,8 +315,8 @@ class TeamClaude:
         attempt = self.pool.attempts.get(flow.id) if self.pool is not None else None
         if attempt is None:
             own_flows.stream_pass_through(flow)
-        elif attempt.decision is not None and flow.response is not None and self.pool is not None:
-            self.pool.on_headers(flow, attempt)
+        elif isinstance(attempt.step, Send) and flow.response is not None and self.pool is not None:
+            self.pool.on_headers(flow, attempt)  # the answer to the lifecycle's Send
 
     async def response(self, flow: http.HTTPFlow) -> None:
         pool = self.pool
@@ -323,11 +324,10 @@ class TeamClaude:
         if pool is None or attempt is None:
             own_flows.finish(flow, self._log_flow)
             return
-        if flow.response is None or attempt.decision is None:
+        if flow.response is None or attempt.step is None:
             return
-        verdict = attempt.verdict
-        if verdict is not None and attempt.tap is None and (verdict.failover or verdict.refresh_and_retry):
-            await failover.after_failed_answer(pool, flow, attempt, verdict)
+        if not isinstance(attempt.step, Answer):  # the lifecycle did not take this answer as it is
+            await failover.after_failed_answer(pool, flow, attempt)
             if flow.id not in pool.attempts:
                 return
         response = flow.response
