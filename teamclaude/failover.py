@@ -26,8 +26,8 @@ logger = logging.getLogger("teamclaude")
 async def after_failed_answer(pool: Pool, flow: http.HTTPFlow, attempt: Attempt) -> None:
     """The lifecycle did not take the first answer as it is (a buffered 429/401/403/5xx):
     carry out its steps until the client's answer is decided."""
-    assert attempt.step is not None and attempt.verdict is not None
     try:
+        assert attempt.step is not None and attempt.verdict is not None
         if pool.service.settings.failover == "transparent" and attempt.rewritten_for:
             _show_failed_attempt(flow, attempt.rewritten_for, attempt.verdict.reason)
         await _carry_out(pool, flow, attempt, attempt.step)

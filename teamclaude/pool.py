@@ -81,11 +81,12 @@ class Pool:
         step = attempt.advance(outcome)
         self.service.changed()
         verdict = attempt.verdict
-        if isinstance(outcome, Upstream) and verdict is not None and (verdict.bench_until or verdict.needs_login):
-            logger.warning("teamclaude: %s %s: %s", account, "needs a new login" if verdict.needs_login
-                           else "benched", verdict.reason)
-        elif isinstance(outcome, Refreshed) and not outcome.ok:
-            logger.warning("teamclaude: %s: token refresh failed: %s", account, outcome.reason)
+        if isinstance(outcome, Upstream) and verdict is not None and verdict.bench_until is not None:
+            logger.warning("teamclaude: %s benched: %s", account, verdict.reason)
+        why = verdict.reason if isinstance(outcome, Upstream) and verdict and verdict.needs_login else (
+            outcome.reason if isinstance(outcome, Refreshed) and outcome.needs_login else None)
+        if why is not None:
+            logger.warning("teamclaude: %s needs a new login (%s): run `teamclaude login`", account, why)
         return step
 
     async def prepare(self, flow: http.HTTPFlow, attempt: Attempt, step: Step) -> Step:
