@@ -214,7 +214,7 @@ def exchange(
     while True:
         if sent is None:
             ex.decision = None
-            yield NoAccount(router.may_free_up(ex.refused, now), ex.held_s)
+            yield NoAccount(router.may_free_up(ex.refused, now, ex.request), ex.held_s)
             return
         decision, outcome = sent
         now = outcome.now
@@ -293,7 +293,7 @@ def _acquire(
     request = ex.request
     decision = router.select(request, now, exclude=ex.tried)
     budget = settings.hold_budget_s - ex.held_s  # one budget per request
-    if decision is None and request.is_inference and budget > 0 and router.may_free_up(ex.refused, now):
+    if decision is None and request.is_inference and budget > 0 and router.may_free_up(ex.refused, now, request):
         began, deadline = now, now + budget
         while True:
             decision = router.select(request, now, exclude=ex.refused)

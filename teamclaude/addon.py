@@ -17,8 +17,9 @@ from typing import Any, Optional
 
 from mitmproxy import ctx, exceptions, http
 
-from teamclaude import admission, endpoints, errors, failover, gate, mitm_compat, own_flows, request_log, rewrite, routes, startup
+from routing.lifecycle import Answer, Send
 from routing.rules import PIN_HEADER
+from teamclaude import admission, endpoints, errors, failover, gate, mitm_compat, own_flows, request_log, rewrite, routes, startup
 from teamclaude.accounts_store import AccountsError
 from teamclaude.commands import Commands
 from teamclaude.fail_closed import FailClosed
@@ -315,8 +316,8 @@ class TeamClaude:
         attempt = self.pool.attempts.get(flow.id) if self.pool is not None else None
         if attempt is None:
             own_flows.stream_pass_through(flow)
-        elif attempt.decision is not None and flow.response is not None and self.pool is not None:
-            self.pool.on_headers(flow, attempt)
+        elif isinstance(attempt.step, Send) and flow.response is not None and self.pool is not None:
+            self.pool.on_headers(flow, attempt)  # the answer to the lifecycle's Send
 
     async def response(self, flow: http.HTTPFlow) -> None:
         pool = self.pool
@@ -324,11 +325,10 @@ class TeamClaude:
         if pool is None or attempt is None:
             own_flows.finish(flow, self._log_flow)
             return
-        if flow.response is None or attempt.decision is None:
+        if flow.response is None or attempt.step is None:
             return
-        verdict = attempt.verdict
-        if verdict is not None and attempt.tap is None and (verdict.failover or verdict.refresh_and_retry):
-            await failover.after_failed_answer(pool, flow, attempt, verdict)
+        if not isinstance(attempt.step, Answer):  # the lifecycle did not take this answer as it is
+            await failover.after_failed_answer(pool, flow, attempt)
             if flow.id not in pool.attempts:
                 return
         response = flow.response

@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any
 
-from routing.failures import Verdict
-from routing.types import Decision, RequestInfo
+from routing.lifecycle import Exchange, Outcome, Step
 from teamclaude.usage_tap import UsageTap
 
 FAILOVER_MARK = ":arrows_counterclockwise:"
 HOLD_MARK = ":hourglass_flowing_sand:"
 
 
-@dataclass
-class Attempt:
-    request: RequestInfo
+@dataclass(kw_only=True)
+class Attempt(Exchange):
+    """The lifecycle's record of the request (`routing.lifecycle.Exchange`: decision, verdict,
+    tried, refused, history, notes, held_s) and what only the proxy needs besides."""
+
     started: float
-    decision: Decision | None = None
+    # The request's lifecycle (`routing.lifecycle.exchange`) and the step it asked for last.
+    lifecycle: Generator[Step, Outcome, None] | None = None
+    step: Step | None = None
     tap: UsageTap | None = None
-    verdict: Verdict | None = None
-    tried: set[str] = field(default_factory=set)
-    # Accounts that cannot serve this request even after waiting (403, dead token, broken
-    # connection). Throttled ones are only in `tried`: a hold may use them once benches end.
-    refused: set[str] = field(default_factory=set)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    refreshed: bool = False
-    held_s: float = 0.0
     header_timer: asyncio.TimerHandle | None = None
-    last_account: str | None = None
     # The account whose credential is in the flow's request headers now (redacted at the end).
     rewritten_for: str | None = None
     # A Messages body as the client sent it (decoded, after the tool-block repair): each
@@ -41,20 +35,11 @@ class Attempt:
     # With `pool_headers`: the unified rate-limit headers the serving account sent.
     account_ratelimit: dict[str, str] | None = None
 
-    def choose(self, decision: Decision) -> None:
-        self.decision = decision
-        self.last_account = decision.account
-        self.refreshed = False
-
-    def fail(self, status: int | None, reason: str, *, throttled: bool) -> None:
-        """Record the current account's failed answer; it is not tried again in this request
-        unless it was only throttled and the request ends up held."""
-        account = self.decision.account if self.decision else self.last_account
-        self.history.append({"account": account, "status": status, "reason": reason})
-        if account:
-            self.tried.add(account)
-            if not throttled:
-                self.refused.add(account)
+    def advance(self, outcome: Outcome) -> Step:
+        """Tell the lifecycle what happened; the next step is kept and returned."""
+        assert self.lifecycle is not None
+        self.step = self.lifecycle.send(outcome)
+        return self.step
 
     def metadata(self, outcome: dict[str, Any] | None = None) -> dict[str, Any]:
         decision = self.decision

@@ -9,6 +9,15 @@ import time
 
 from teamclaude import errors
 
+# A held request keeps a minute for its answer, inside mitmproxy's idle cut (`tcp_timeout`).
+ANSWER_MARGIN_S = 60
+
+
+def hold_ceiling_s(tcp_timeout_s: float) -> float:
+    """The longest a request may be held with mitmproxy's idle cut at `tcp_timeout_s` (the
+    settings already keep the budget inside Claude Code's own 600 s)."""
+    return max(0.0, tcp_timeout_s - ANSWER_MARGIN_S)
+
 
 class Waker:
     """Wakes every waiting request at once when capacity may have come back."""

@@ -1,8 +1,9 @@
-"""One pooled request, from the key check to its last byte: choose an account (holding while
-none can serve), put its credentials in, watch the answer's headers, finish exactly once.
+"""One pooled request, from the key check to its last byte, carrying out the steps of its
+lifecycle (`routing.lifecycle`, the code bench/simulate.py runs too): hold while it says
+`Wait`, put a `Send`'s credentials in, hand it each answer's headers, finish exactly once.
 
-The addon's hooks call in here; failover (`teamclaude.failover`) re-enters `acquire`,
-`rewrite` and `observe` for each further attempt.
+The addon's hooks call in here; `teamclaude.failover` carries out the steps after an answer
+the lifecycle did not accept (refresh, re-send, throttle the client).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from typing import Any
 from mitmproxy import ctx, http
 from mitmproxy.hooks import UpdateHook
 
-from routing.failures import Verdict, classify
+from routing.lifecycle import Failed, LifecycleSettings, NoAccount, Outcome, Refreshed, Send, Step, Upstream, Wait, Woke, exchange
 from routing.ratelimits import parse_ratelimit_headers
 from routing.rules import Refusal
 from teamclaude import errors, mitm_compat, own_flows, request_body, rewrite, stored_flows, tool_pairs, user_id
 from teamclaude.accounts_store import Account
 from teamclaude.attempt import HOLD_MARK, Attempt
 from teamclaude.credentials import NeedsLogin, OAuthError, UnknownAccount
-from teamclaude.hold import throttled_response_parts
+from teamclaude.hold import hold_ceiling_s, throttled_response_parts
 from teamclaude.inflate import MAX_INFLATED_BODY, BodyTooLarge, UndecodableBody, inflate
 from teamclaude.pool_headers import apply_pool_headers
 from teamclaude.service import Service
@@ -33,15 +34,6 @@ logger = logging.getLogger("teamclaude")
 
 # Wire bytes of a streamed response kept so mitmweb can show it after the stream ended.
 KEEP_STREAM_BYTES = 4 * 1024 * 1024
-
-# A held request keeps a minute for its answer, inside mitmproxy's idle cut (`tcp_timeout`).
-ANSWER_MARGIN_S = 60
-
-
-def hold_ceiling_s(tcp_timeout_s: float) -> float:
-    """The longest a request may be held with mitmproxy's idle cut at `tcp_timeout_s` (the
-    settings already keep the budget inside Claude Code's own 600 s)."""
-    return max(0.0, tcp_timeout_s - ANSWER_MARGIN_S)
 
 
 class Pool:
@@ -69,55 +61,80 @@ class Pool:
             own_flows.mark(flow, own_flows.REFUSED, f"refused: {info.message}")
             flow.response = errors.response(info.status, info.kind, info.message)
             return
-        attempt = Attempt(info, service.clock())
+        attempt = Attempt(info, started=service.clock())
         self.attempts[flow.id] = attempt
         await _repair_tool_blocks(flow, attempt, body.content)
-        account = await self.acquire(flow, attempt)
-        if account is None:
-            self.respond_no_account(flow, attempt)
+        attempt.lifecycle = exchange(service.router, attempt.request, service.streaks,
+                                     self.lifecycle_settings(), service.clock(), attempt)
+        attempt.step = next(attempt.lifecycle)
+        step = await self.prepare(flow, attempt, attempt.step)
+        if isinstance(step, NoAccount):
+            self.respond_no_account(flow, attempt, step)
             return
-        await self.rewrite(flow, attempt, account)
+        assert isinstance(step, Send), step  # nothing else comes before the first answer
         self._start_header_timer(flow, attempt)
 
-    async def acquire(self, flow: http.HTTPFlow, attempt: Attempt) -> Account | None:
-        """Select an account for the request (holding inference while none can serve) and
-        return it with fresh credentials; None when nothing can serve within the budget."""
-        service = self.service
-        info = attempt.request
-        while True:
-            decision = service.router.select(info, service.clock(), exclude=attempt.tried)
-            budget = self.hold_budget_s() - attempt.held_s  # one budget per request
-            if decision is None and info.is_inference and budget > 0 and service.may_free_up(attempt.refused, info):
-                decision = await self._hold(flow, attempt, budget)
-            if decision is None:
-                attempt.decision = None
-                return None
-            attempt.choose(decision)
-            try:
-                return await service.credentials.fresh(decision.account)
-            except (OAuthError, UnknownAccount) as exc:
-                # NeedsLogin is an OAuthError; a token endpoint that is down while the token
-                # has already expired is one too: either way this account cannot serve now.
-                self.release(attempt, None)
-                if isinstance(exc, NeedsLogin):
-                    service.router.mark_needs_login(decision.account, True)
-                logger.warning("teamclaude: %s", exc)
-                attempt.fail(None, "no usable token", throttled=False)
+    def lifecycle_settings(self) -> LifecycleSettings:
+        settings = self.service.settings
+        return LifecycleSettings(settings.failover, self.hold_budget_s(), settings.hold_poll_s)
 
     def hold_budget_s(self) -> float:
         return min(self.service.settings.hold_budget_s, hold_ceiling_s(mitm_compat.tcp_timeout_s()))
 
-    async def _hold(self, flow: http.HTTPFlow, attempt: Attempt, budget: float):
-        """Wait for an account to free up, the flow marked ⏳ (and shown so) meanwhile."""
+    def advance(self, attempt: Attempt, outcome: Outcome) -> Step:
+        """Tell the lifecycle what happened; it benches, releases and chooses (behaviour §6)."""
+        account = attempt.decision.account if attempt.decision else None
+        step = attempt.advance(outcome)
+        self.service.changed()
+        verdict = attempt.verdict
+        if isinstance(outcome, Upstream) and verdict is not None and verdict.bench_until is not None:
+            logger.warning("teamclaude: %s benched: %s", account, verdict.reason)
+        why = verdict.reason if isinstance(outcome, Upstream) and verdict and verdict.needs_login else (
+            outcome.reason if isinstance(outcome, Refreshed) and outcome.needs_login else None)
+        if why is not None:
+            logger.warning("teamclaude: %s needs a new login (%s): run `teamclaude login`", account, why)
+        return step
+
+    async def prepare(self, flow: http.HTTPFlow, attempt: Attempt, step: Step) -> Step:
+        """Carry out holds (`Wait`) and a `Send`'s credentials until the request is rewritten
+        for a `Send`'s account (that step is returned) or the lifecycle asks for another step."""
         service = self.service
-        began = service.clock()
+        while True:
+            if isinstance(step, Wait):
+                step = await self._hold(flow, attempt, step)
+                continue
+            if not isinstance(step, Send):
+                return step
+            try:
+                account = await service.credentials.fresh(step.decision.account)
+            except (OAuthError, UnknownAccount) as exc:
+                # NeedsLogin is an OAuthError; a token endpoint that is down while the token
+                # has already expired is one too: either way this account cannot serve now.
+                logger.warning("teamclaude: %s", exc)
+                step = self.advance(attempt, Failed(str(exc), service.clock(), needs_login=isinstance(exc, NeedsLogin)))
+                continue
+            await self.rewrite(flow, attempt, account)
+            return step
+
+    async def _hold(self, flow: http.HTTPFlow, attempt: Attempt, step: Wait) -> Step:
+        """`Wait` steps in a row are one hold: the flow marked ⏳ (and shown so) and counted
+        in the capacity meanwhile, woken early by `Service.changed` (releases, headers)."""
+        service = self.service
+        budget = self.hold_budget_s() - attempt.held_s
+        token = service.holds.begin(service.clock())
         flow.marked = HOLD_MARK
         flow.comment = f"teamclaude: held, waiting for an account (up to {budget:.0f}s)"
         _show_update(flow)
+        service.changed()
         try:
-            return await service.hold(attempt.request, attempt.refused, budget)
+            while isinstance(step, Wait):
+                service.holds.waking_at(token, step.until)
+                await service.waker.wait(step.until - service.clock())
+                step = attempt.advance(Woke(service.clock()))
         finally:
-            attempt.held_s += service.clock() - began
+            service.holds.end(token)
+            service.changed()
+        return step
 
     async def rewrite(self, flow: http.HTTPFlow, attempt: Attempt, account: Account) -> None:
         """Put `account` into the request: its credential, and its UUID in `metadata.user_id`
@@ -161,12 +178,7 @@ class Pool:
             rewrite.redact_injected(flow.request.headers, attempt.rewritten_for)
         stored_flows.redact_headers(flow.request.headers)
 
-    def release(self, attempt: Attempt, status: int | None, usage=None) -> None:
-        if attempt.decision is not None:
-            self.service.router.release(attempt.decision.ticket, self.service.clock(), usage, status)
-            self.service.changed()
-
-    def respond_no_account(self, flow: http.HTTPFlow, attempt: Attempt) -> None:
+    def respond_no_account(self, flow: http.HTTPFlow, attempt: Attempt, step: NoAccount) -> None:
         """No account can serve: 503 when there is none or waiting cannot help (needs-login,
         disabled, refused), else the 429 of behaviour §6.4."""
         service = self.service
@@ -174,11 +186,11 @@ class Pool:
         if not service.accounts.accounts:
             message = "teamclaude has no accounts: add one with `teamclaude login` or `teamclaude import`."
             flow.response = errors.response(503, "api_error", message)
-        elif not service.may_free_up(attempt.refused, attempt.request):
+        elif not step.throttled:
             flow.response = errors.response(503, "api_error", service.no_account_message())
         else:
             body, headers = throttled_response_parts(
-                service.serving_count(attempt.request), service.soonest_free(now, attempt.request), now, attempt.held_s,
+                service.serving_count(attempt.request), service.soonest_free(now, attempt.request), now, step.held_s,
                 service.settings.client_retry_after_max_s,
             )
             flow.response = http.Response.make(429, body, headers)
@@ -204,41 +216,30 @@ class Pool:
             attempt.header_timer = None
 
     # ----- answers -----
-    def observe(self, attempt: Attempt, status: int, headers) -> Verdict:
-        """Feed a response's headers to the engine and classify it (behaviour §4, §6)."""
-        service = self.service
-        assert attempt.decision is not None
-        now = service.clock()
-        account = attempt.decision.account
-        limits = parse_ratelimit_headers(headers)
-        service.router.observe(account, status, limits, now)
-        if limits.unknown:
-            attempt.notes.append("new rate-limit headers: " + ", ".join(limits.unknown))
-        spec = service.account(account)
-        verdict = classify(
-            status, limits, account=account, oauth=spec is not None and spec.type == "oauth",
-            model=attempt.request.model, now=now, ladder=service.settings.backoff_ladder_s,
-            streaks=service.streaks, refreshed_this_request=attempt.refreshed,
-        )
-        service.apply_verdict(account, verdict, now)
-        return verdict
-
-    def present_quota(self, response: http.Response, attempt: Attempt) -> None:
-        """`pool_headers: true`: the answer's unified rate-limit headers describe the pool
-        (after `observe`, so the pool includes what this answer said)."""
+    def observe(self, flow: http.HTTPFlow, attempt: Attempt, *, streaming: bool) -> Step:
+        """The answer's headers (`flow.response`) to the lifecycle, which observes, classifies
+        and says what next (behaviour §4, §6); with `pool_headers` the answer then describes
+        the pool, this answer included."""
+        response = flow.response
+        assert response is not None
+        limits = parse_ratelimit_headers(response.headers.items(multi=True))
+        step = self.advance(attempt, Upstream(response.status_code, limits, self.service.clock(), streaming))
         if self.service.settings.pool_headers:
             own = apply_pool_headers(response.headers, self.service.pool_windows(), attempt.request.model)
             attempt.account_ratelimit = own or attempt.account_ratelimit
+        return step
 
     def on_headers(self, flow: http.HTTPFlow, attempt: Attempt) -> None:
-        """Response headers arrived: the request has left, so its credential leaves the flow."""
+        """Response headers arrived: the request has left, so its credential leaves the flow.
+        A stream goes on to the client as it comes (the lifecycle answers it as it is)."""
         assert flow.response is not None
         self.stop_header_timer(attempt)
         self.redact_sent(flow, attempt)
         response = flow.response
-        attempt.verdict = self.observe(attempt, response.status_code, response.headers.items(multi=True))
-        self.present_quota(response, attempt)
-        if response.status_code >= 200 and response.headers.get("content-type", "").startswith("text/event-stream"):
+        # An interim (1xx) answer is not streamed: the final one may still replace it.
+        streaming = response.status_code >= 200 and response.headers.get("content-type", "").startswith("text/event-stream")
+        self.observe(flow, attempt, streaming=streaming)
+        if streaming:
             attempt.tap = UsageTap(response.headers.get("content-encoding"), keep_bytes=self._keep_stream_bytes())
             response.stream = attempt.tap
 
@@ -252,7 +253,11 @@ class Pool:
         if usage is not None and not self._usage_is_sane(usage):
             attempt.notes.append("usage figures from upstream ignored (not finite)")
             usage = None
-        self.release(attempt, status, usage)
+        if attempt.lifecycle is not None:
+            attempt.lifecycle.close()
+        if attempt.decision is not None:  # failed attempts' tickets: released by the lifecycle
+            self.service.router.release(attempt.decision.ticket, self.service.clock(), usage, status)
+            self.service.changed()
         try:
             self._report(flow, attempt, status, usage, level)
         except Exception:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from routing.engine import Router
-from routing.failures import Streaks, Verdict
+from routing.failures import Streaks
 from routing.rules import PIN_HEADER, Refusal, admit
-from routing.types import Decision, RequestInfo
+from routing.types import RequestInfo
 from routing.usage import default_prices
 from teamclaude import __version__, account_controls
 from teamclaude.account_uuids import AccountUuids
@@ -162,49 +162,6 @@ class Service:
         self.waker.notify()
 
     # ----- failures and holds -----
-    def apply_verdict(self, account: str, verdict: Verdict, now: float) -> None:
-        """The effect of a classified response on its account (behaviour §6)."""
-        if verdict.bench_until is not None:
-            self.router.bench(account, verdict.bench_until, verdict.reason, now, verdict.bench_family)
-            logger.warning("teamclaude: %s benched: %s", account, verdict.reason)
-        if verdict.needs_login:
-            self.router.mark_needs_login(account, True)
-            logger.warning("teamclaude: %s needs a new login (%s): run `teamclaude login`", account, verdict.reason)
-        self.changed()
-
-    async def hold(self, request: RequestInfo, exclude: set[str], budget_s: float) -> Decision | None:
-        """Wait until an account can serve (woken by releases, headers and bench ends)."""
-        deadline = self.clock() + budget_s
-        token = self.holds.begin(self.clock())
-        self.changed()
-        try:
-            while True:
-                now = self.clock()
-                decision = self.router.select(request, now, exclude=exclude)
-                if decision is not None or now >= deadline:
-                    return decision
-                timeout = min(deadline - now, self.settings.hold_poll_s)
-                next_change = self.router.next_change_at(now)
-                if next_change is not None:
-                    timeout = min(timeout, next_change - now + 0.01)
-                self.holds.waking_at(token, now + timeout)
-                await self.waker.wait(timeout)
-        finally:
-            self.holds.end(token)
-            self.changed()
-
-    def may_free_up(self, refused: set[str], request: RequestInfo | None = None) -> bool:
-        """Could waiting help? True when some account not refused for this request (and
-        allowed to serve it: a pin, a model route) is only throttled (benched or
-        window-blocked), not disabled or waiting for a new login."""
-        for line in self.router.capacity(self.clock()).get("accounts", []):
-            name = line.get("name")
-            if request is not None and not request.allows(name):
-                continue
-            if name not in refused and line.get("status") not in ("needs-login", "disabled"):
-                return True
-        return False
-
     def no_account_message(self) -> str:
         """The 503 text when no account can serve and waiting cannot help: a login only where
         one is needed; an account whose refresh fails for another reason (token endpoint

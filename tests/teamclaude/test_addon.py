@@ -19,9 +19,8 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 from mitmproxy.io import FlowReader
 
-from routing.request_info import read_request
 from teamclaude.addon import TeamClaude
-from teamclaude.attempt import HOLD_MARK, Attempt
+from teamclaude.attempt import HOLD_MARK
 
 PROXY_KEY = "tc-unit-proxy-key-0123456789abcdefghij"
 ALICE_ACCESS = "sk-ant-oat01-alice-access-secret"
@@ -328,14 +327,19 @@ async def test_export_to_an_unwritable_place_is_a_command_error(loaded, tmp_path
         tctx.master.commands.call("teamclaude.export", [a_flow("GET", "/v1/models")], str(blocker / "x.mitm"))
 
 
-async def test_a_held_flow_is_marked_and_counted_while_it_waits(loaded):
+async def test_a_held_flow_is_marked_and_counted_while_it_waits(loaded, config):
     addon, tctx = loaded
+    write_config(config.parent, hold_budget_s=0.3)
+    await addon.service.reload(config)
+    now = addon.service.clock()
+    for name in ("alice", "ci"):  # nothing can serve, but both free up later: the hold runs to its budget
+        addon.service.router.bench(name, now + 60, "test bench", now)
     flow = a_flow("POST", "/v1/messages", b'{"model": "claude-sonnet-4-5"}', x_teamclaude_key=PROXY_KEY)
-    attempt = Attempt(read_request("/v1/messages", flow.request.headers, flow.request.raw_content), 0.0)
-    attempt.refused = {"alice", "ci"}  # nothing can serve: the hold runs to its budget
-    waiting = asyncio.create_task(addon.pool._hold(flow, attempt, 0.2))
-    await asyncio.sleep(0.05)
+    waiting = asyncio.create_task(addon.pool.start(flow))
+    while addon.service.capacity()["held"] != 1:
+        assert not waiting.done()
+        await asyncio.sleep(0.01)
     assert flow.marked == HOLD_MARK and "held" in flow.comment
-    assert addon.service.capacity()["held"] == 1
-    assert await waiting is None
-    assert addon.service.capacity()["held"] == 0 and attempt.held_s > 0
+    await waiting
+    assert flow.response.status_code == 429 and "throttled" in json.loads(flow.response.content)["error"]["message"]
+    assert addon.service.capacity()["held"] == 0 and flow.metadata["teamclaude"]["held_s"] >= 0.25
