@@ -41,6 +41,7 @@ class Pool:
                  keep_stream_bytes: Callable[[], int]) -> None:
         self.service = service
         self.attempts: dict[str, Attempt] = {}
+        self.flows: dict[str, http.HTTPFlow] = {}  # the flows of `attempts`
         self._log_flow = log_flow
         self._keep_stream_bytes = keep_stream_bytes
 
@@ -63,6 +64,7 @@ class Pool:
             return
         attempt = Attempt(info, started=service.clock())
         self.attempts[flow.id] = attempt
+        self.flows[flow.id] = flow
         await _repair_tool_blocks(flow, attempt, body.content)
         attempt.lifecycle = exchange(service.router, attempt.request, service.streaks,
                                      self.lifecycle_settings(), service.clock(), attempt)
@@ -248,6 +250,7 @@ class Pool:
 
         Redaction and the release come first; nothing after them can undo either."""
         self.attempts.pop(flow.id, None)
+        self.flows.pop(flow.id, None)
         self.stop_header_timer(attempt)
         self.redact_sent(flow, attempt)
         if usage is not None and not self._usage_is_sane(usage):
@@ -306,12 +309,15 @@ class Pool:
         flow.marked = attempt.mark()
 
     def redact_in_flight(self) -> None:
-        """Shutdown: every flow still in flight loses its credential before it is saved."""
-        for flow in mitm_compat.active_flows():
+        """The addon ends (shutdown, a script reload): every flow still in flight loses its
+        credential — ours, and the pass-through ones `-w` would save now — before anything
+        stores it; a flow the next addon finishes is not known to it."""
+        for flow in list(self.flows.values()):
             attempt = self.attempts.get(flow.id)
             if attempt is not None:
                 self.redact_sent(flow, attempt)
-                attempt.notes.append("in flight at shutdown")
+                attempt.notes.append("in flight when the addon ended")
+        for flow in [*self.flows.values(), *mitm_compat.active_flows()]:
             stored_flows.redact_request(flow.request)
 
 

@@ -1,6 +1,6 @@
 """Attacks from an adversarial review that the proxy does not withstand yet, each driven the way
 it arrives: a real mitmdump / `teamclaude server`, a real upstream that records what reaches
-it, raw sockets. Each is marked xfail(strict) until fixed: remove the mark with the fix."""
+it, raw sockets. Each failed before its fix."""
 
 from __future__ import annotations
 
@@ -186,7 +186,6 @@ def test_a_key_minted_on_a_pass_through_path_is_not_stored_in_flow_files(tmp_pat
     assert minted.encode() not in har.read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="a flow in flight across a script reload is finished by the new addon, which never redacts it")
 def test_a_request_in_flight_across_a_script_reload_leaves_no_token_in_the_har(tmp_path):
     """mitmproxy reloads the script (its file changed: an upgrade, a `git pull`) while a pooled
     request waits for its answer. The old addon's `done` redacts only `-w`'s active flows; the
