@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -155,7 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print("teamclaude: interrupted", file=sys.stderr)
-        return 130
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # A daemon thread may sit in input() (the login's paste prompt): at interpreter
+        # shutdown it can hold the stdin lock and stall the exit. Nothing is left to clean up.
+        os._exit(130)
 
 
 def console() -> Console:
