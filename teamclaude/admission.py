@@ -39,10 +39,12 @@ def refusal_before_body(flow: http.HTTPFlow, upstream: str, proxy_key: str) -> h
 
 
 def answer_without_reading(flow: http.HTTPFlow, response: http.Response) -> None:
-    """Answer now and close the connection, the body unread: on a plain-HTTP client's socket
-    directly (mitmproxy would read the body before sending an answer), else just close."""
+    """Answer now and close the connection, the body unread: on a plain HTTP/1 client's socket
+    directly (mitmproxy would read the body before sending an answer), else (TLS, HTTP/2) just
+    close it."""
     own_flows.mark(flow, own_flows.REFUSED, f"refused before its body was read ({response.status_code})")
-    writer = None if flow.client_conn.tls_established else mitm_compat.client_socket_writer(flow)
+    plain_http1 = not flow.client_conn.tls_established and flow.request.http_version.startswith("HTTP/1")
+    writer = mitm_compat.client_socket_writer(flow) if plain_http1 else None
     if writer is not None:
         response.headers["connection"] = "close"
         response.headers["content-length"] = str(len(response.raw_content or b""))
