@@ -13,7 +13,6 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from teamclaude.fakeupstream import FakeUpstream  # noqa: E402
-from tests.e2e.bodies import MIB, bomb_headers, gzip_bomb, peak_rss_mib, send_raw, stream_gaps  # noqa: E402
+from tests.e2e.bodies import MIB, bomb_headers, gzip_bomb, peak_rss_mib, send_raw, stream_alongside  # noqa: E402
 from tests.e2e.harness import call, message_body, oauth_account, start_proxy, write_config  # noqa: E402
 
 
@@ -40,15 +39,10 @@ def main() -> None:
             call(proxy.url, "POST", "/v1/messages", message_body())
             result["rss_before_mib"] = round(peak_rss_mib(proxy.process.pid))
             for path, key in (("/v1/messages", True), ("/v1/oauth/token", False)):
-                started, gaps = threading.Event(), []
-                stream = threading.Thread(target=lambda gaps=gaps, started=started: gaps.extend(
-                    stream_gaps(proxy.url, 400, 25, started.set)))
-                stream.start()
-                started.wait(30)
-                began = time.perf_counter()
-                status, _ = send_raw(proxy.url, path, bomb, bomb_headers() if key else bomb_headers(key=None), timeout=300)
-                took = time.perf_counter() - began
-                stream.join(300)
+                with stream_alongside(proxy.url, 400, 25, join_s=300) as gaps:
+                    began = time.perf_counter()
+                    status, _ = send_raw(proxy.url, path, bomb, bomb_headers() if key else bomb_headers(key=None), timeout=300)
+                    took = time.perf_counter() - began
                 result[path] = {
                     "status": status, "answer_s": round(took, 2),
                     "slowest_gap_ms": round(max(gaps[1:]) * 1000), "peak_rss_mib": round(peak_rss_mib(proxy.process.pid)),

@@ -43,13 +43,11 @@ def answer_without_reading(flow: http.HTTPFlow, response: http.Response) -> None
     directly (mitmproxy would read the body before sending an answer), else (TLS, HTTP/2) just
     close it."""
     own_flows.mark(flow, own_flows.REFUSED, f"refused before its body was read ({response.status_code})")
-    plain_http1 = not flow.client_conn.tls_established and flow.request.http_version.startswith("HTTP/1")
-    writer = mitm_compat.client_socket_writer(flow) if plain_http1 else None
+    writer = mitm_compat.client_socket_writer(flow)
     if writer is not None:
-        response.headers["connection"] = "close"
-        response.headers["content-length"] = str(len(response.raw_content or b""))
-        mitm_compat.write_response(writer, response)
-    mitm_compat.mark_killed(flow)
+        mitm_compat.answer_and_close(flow, writer, response)
+    else:
+        mitm_compat.mark_killed(flow)
 
 
 def tunnel_refusal(flow: http.HTTPFlow, upstream: str, proxy_key: str) -> http.Response | None:

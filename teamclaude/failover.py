@@ -115,7 +115,6 @@ def client_writer_for_failover(pool: Pool, flow: http.HTTPFlow, attempt: Attempt
         pool.service.settings.failover != "transparent" or not isinstance(attempt.step, Send)
         or attempt.header_timer is None or flow.response is not None or flow.error is None
         or mitm_compat.was_killed(flow)
-        or flow.client_conn.tls_established or not flow.request.http_version.startswith("HTTP/1")
     ):
         return None
     return mitm_compat.client_socket_writer(flow)
@@ -135,11 +134,8 @@ async def after_connection_error(pool: Pool, flow: http.HTTPFlow, attempt: Attem
         logger.exception("teamclaude: internal error during failover")
         flow.response = errors.response(502, "api_error", "teamclaude: internal error during failover; see the proxy log")
     response = flow.response
-    response.headers["connection"] = "close"
-    response.headers["content-length"] = str(len(response.raw_content or b""))
-    mitm_compat.write_response(writer, response)
+    mitm_compat.answer_and_close(flow, writer, response)
     attempt.notes.append("answered by teamclaude on the client connection (mitmproxy shows the flow as killed)")
-    mitm_compat.mark_killed(flow)
     if flow.id in pool.attempts:
         usage = await usage_of_whole_body(response) if response.status_code < 300 else None
         pool.finish(flow, attempt, response.status_code, usage, level="warn")

@@ -148,9 +148,13 @@ def unapplied_options() -> dict[str, object]:
 
 
 def client_socket_writer(flow: http.HTTPFlow) -> asyncio.StreamWriter | None:
-    """The stream writer of a live plain-TCP client connection, for answering on it directly
-    after mitmproxy has given up on the flow (it offers no API to replace its own 502)."""
-    if not flow.client_conn.state & ConnectionState.CAN_WRITE:
+    """The stream writer of a live plain HTTP/1 client connection (no TLS), for answering on it
+    directly where mitmproxy offers no API: to replace its own 502, or to answer before a body
+    is read. None for any other client."""
+    if (
+        flow.client_conn.tls_established or not flow.request.http_version.startswith("HTTP/1")
+        or not flow.client_conn.state & ConnectionState.CAN_WRITE
+    ):
         return None
     handler = _connection_handler(flow)
     io = handler.transports.get(flow.client_conn) if handler is not None else None
@@ -160,9 +164,13 @@ def client_socket_writer(flow: http.HTTPFlow) -> asyncio.StreamWriter | None:
     return writer
 
 
-def write_response(writer: asyncio.StreamWriter, response: http.Response) -> None:
-    """Write a whole HTTP/1 response on a client socket (mitmproxy's own serializer)."""
+def answer_and_close(flow: http.HTTPFlow, writer: asyncio.StreamWriter, response: http.Response) -> None:
+    """Write a whole HTTP/1 response on the client's socket (mitmproxy's own serializer) and
+    mark the flow killed, so mitmproxy closes the connection without writing anything more."""
+    response.headers["connection"] = "close"
+    response.headers["content-length"] = str(len(response.raw_content or b""))
     writer.write(assemble_response(response))
+    mark_killed(flow)
 
 
 def close_pending_server_connections(flow: http.HTTPFlow) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -253,9 +252,6 @@ class Pool:
         self.flows.pop(flow.id, None)
         self.stop_header_timer(attempt)
         self.redact_sent(flow, attempt)
-        if usage is not None and not self._usage_is_sane(usage):
-            attempt.notes.append("usage figures from upstream ignored (not finite)")
-            usage = None
         if attempt.lifecycle is not None:
             attempt.lifecycle.close()
         if attempt.decision is not None:  # failed attempts' tickets: released by the lifecycle
@@ -265,12 +261,6 @@ class Pool:
             self._report(flow, attempt, status, usage, level)
         except Exception:
             logger.exception("teamclaude: internal error while finishing a request")
-
-    def _usage_is_sane(self, usage) -> bool:
-        try:
-            return math.isfinite(self.service.router.prices.cost(usage))
-        except (ArithmeticError, ValueError, TypeError):
-            return False
 
     def _report(self, flow: http.HTTPFlow, attempt: Attempt, status: int | None, usage, level: str) -> None:
         service = self.service

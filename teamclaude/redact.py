@@ -32,7 +32,7 @@ TOKEN_FIELDS = frozenset({
 _ACCOUNT_MARKER = re.compile(r"<account:[^<>\s]{0,200}>")
 _ANTHROPIC_SECRET = re.compile(rb"sk-ant-[A-Za-z0-9]{1,20}-[A-Za-z0-9_\-]{4,}")
 UNREADABLE_TOKEN_BODY = b"<redacted: token endpoint body that is not readable JSON or a form>"
-UNREADABLE_BODY = b"<redacted: an encoded body that cannot be read within the bound>"
+UNREADABLE_BODY = b"<redacted: a pass-through body that cannot be read within the bound>"
 # Token endpoint bodies are a few hundred bytes; a longer one is replaced whole, unparsed, so
 # redacting cannot cost more than this (a JSON parse builds many times its input in objects).
 MAX_TOKEN_BODY = 64 * 1024

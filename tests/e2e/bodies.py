@@ -7,7 +7,10 @@ import gzip
 import http.client
 import json
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.e2e.harness import PROXY_KEY, message_body
@@ -63,6 +66,20 @@ def stream_gaps(url: str, chunks: int, interval_ms: int, started=None) -> list[f
         return gaps
     finally:
         connection.close()
+
+
+@contextmanager
+def stream_alongside(url: str, chunks: int, interval_ms: int, *, join_s: float = 120.0) -> Iterator[list[float]]:
+    """A streaming request (`stream_gaps`) running in a thread while the block runs, started
+    before it; yields the list its gaps land in, complete once the block has exited."""
+    started, gaps = threading.Event(), []
+    thread = threading.Thread(target=lambda: gaps.extend(stream_gaps(url, chunks, interval_ms, started.set)))
+    thread.start()
+    try:
+        assert started.wait(30), "the concurrent stream did not start"
+        yield gaps
+    finally:
+        thread.join(join_s)
 
 
 def peak_rss_mib(pid: int) -> float:

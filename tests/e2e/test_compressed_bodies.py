@@ -4,11 +4,10 @@ sent on a raw socket to a real mitmdump while a normal streaming request runs.""
 from __future__ import annotations
 
 import json
-import threading
 
 from teamclaude.fakeupstream import FakeUpstream
 from teamclaude.inflate import MAX_INFLATED_BODY
-from tests.e2e.bodies import MIB, bomb_headers, gzip_bomb, peak_rss_mib, send_raw, stream_gaps
+from tests.e2e.bodies import MIB, bomb_headers, gzip_bomb, peak_rss_mib, send_raw, stream_alongside
 from tests.e2e.harness import call, message_body, oauth_account, proxy_status, start_proxy, write_config
 
 BOMB = 256 * MIB  # inflated; 256 KiB on the wire
@@ -22,12 +21,7 @@ def test_a_bomb_gets_413_memory_stays_bounded_and_other_streams_keep_flowing(tmp
             assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200  # warm
             assert proxy.process is not None
             before = peak_rss_mib(proxy.process.pid)
-            streaming = threading.Event()
-            gaps: list[float] = []
-            stream = threading.Thread(target=lambda: gaps.extend(stream_gaps(proxy.url, 60, 25, streaming.set)))
-            stream.start()
-            try:
-                assert streaming.wait(30)
+            with stream_alongside(proxy.url, 60, 25) as gaps:
                 bomb = gzip_bomb(BOMB)
                 status, body = send_raw(proxy.url, "/v1/messages", bomb, bomb_headers())
                 assert status == 413
@@ -38,8 +32,6 @@ def test_a_bomb_gets_413_memory_stays_bounded_and_other_streams_keep_flowing(tmp
                 # its stored copy redacted without inflating it.
                 status, _ = send_raw(proxy.url, "/v1/oauth/token", bomb, bomb_headers(key=None))
                 assert 200 <= status < 600
-            finally:
-                stream.join(60)
             assert len(gaps) > 10
             assert max(gaps[1:]) < 1.0, f"the concurrent stream stalled {max(gaps[1:]):.2f}s"
             grown = peak_rss_mib(proxy.process.pid) - before

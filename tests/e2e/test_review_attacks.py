@@ -17,7 +17,7 @@ import pytest
 
 from teamclaude.fakeupstream import FakeUpstream
 from teamclaude.proxyproc import ProxyProcess, addon_path, mitmproxy_command
-from tests.e2e.bodies import MIB, bomb_headers, peak_rss_mib, send_raw, stream_gaps
+from tests.e2e.bodies import MIB, bomb_headers, peak_rss_mib, send_raw, stream_alongside
 from tests.e2e.cli_runner import wait_until
 from tests.e2e.harness import (
     PROXY_KEY,
@@ -154,17 +154,10 @@ def test_many_empty_gzip_members_without_the_key_do_not_stall_other_clients(tmp_
     in which no other client is served (8 MiB: minutes)."""
     cfg = write_config(tmp_path, fake.url, [fake.account("alice")])
     with start_proxy(cfg) as proxy:
-        streaming = threading.Event()
-        gaps: list[float] = []
-        stream = threading.Thread(target=lambda: gaps.extend(stream_gaps(proxy.url, 40, 50, streaming.set)))
-        stream.start()
-        try:
-            assert streaming.wait(30)
+        with stream_alongside(proxy.url, 40, 50) as gaps:
             members = gzip.compress(b"", mtime=0) * (2 * MIB // 20)
             status, _ = send_raw(proxy.url, "/v1/oauth/token", members, bomb_headers(key=None))
             assert 200 <= status < 600
-        finally:
-            stream.join(120)
     assert len(gaps) > 10
     assert max(gaps[1:]) < 1.0, f"the concurrent stream stalled {max(gaps[1:]):.2f}s"
 
