@@ -34,6 +34,8 @@ class Attempt(Exchange):
     user_id_for: str | None = None
     # With `pool_headers`: the unified rate-limit headers the serving account sent.
     account_ratelimit: dict[str, str] | None = None
+    # The client key's name (`teamclaude keys`); None for the proxy key.
+    client: str | None = None
 
     def advance(self, outcome: Outcome) -> Step:
         """Tell the lifecycle what happened; the next step is kept and returned."""

@@ -81,6 +81,9 @@ class Settings:
     oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
     oauth_authorize_url: str = DEFAULT_OAUTH_AUTHORIZE_URL
     oauth_profile_url: str = DEFAULT_OAUTH_PROFILE_URL
+    # redis:// or rediss:// URL of the Redis a team's proxies share (docs/deploy.md); None:
+    # this proxy alone, with its files.
+    shared_state: str | None = None
 
     @classmethod
     def defaults(cls, path: Path | None = None, **overrides: Any) -> Settings:
@@ -274,6 +277,24 @@ def _url(key: str, value: Any, _: Path) -> str:
     return value.rstrip("/")
 
 
+def _redis_url(key: str, value: Any, _: Path) -> str | None:
+    """A redis:// or rediss:// URL; an error never shows the password it may hold."""
+    if value is None:
+        return None
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        shown = _show(value) if parts is None or parts.password is None else "a URL with a password"
+        raise _Invalid(f"'{key}' must be a URL like redis://[user:password@]host:6379/0 or rediss://..., got {shown}")
+    try:
+        parts.port  # noqa: B018 (raises on a malformed port)
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise ValueError
+    except ValueError:
+        raise _Invalid(f"'{key}': the port and database of {parts.scheme}://{parts.hostname}... must be numbers") from None
+    return value
+
+
 def _path(key: str, value: Any, settings_path: Path) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise _Invalid(f"'{key}' must be a file or directory path, got {_show(value)}")
@@ -387,9 +408,10 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "oauth_token_url": _url,
     "oauth_authorize_url": _url,
     "oauth_profile_url": _url,
+    "shared_state": _redis_url,
 }
 
-_NULLABLE = {"log_dir", "ramp_tiers"}
+_NULLABLE = {"log_dir", "ramp_tiers", "shared_state"}
 
 
 def _convert(key: str, value: Any, settings_path: Path) -> Any:

@@ -3,9 +3,13 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
 
 settings.register_profile("default", deadline=None)
 settings.register_profile(
@@ -79,3 +83,26 @@ def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
         yield SmallFs(mount_point)
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, check=False)
+
+
+# ---- a real Redis, for shared state ----
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator["RedisServer"]:
+    """A real redis-server on a free loopback port, stopped at the end. Missing from the
+    machine: the test is skipped, except in CI (`.ci/run` installs it), where it fails."""
+    from tests.redis_server import RedisServer, redis_server_binary
+
+    binary = redis_server_binary()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(binary, directory).start()
+    try:
+        yield server
+    finally:
+        server.stop()
