@@ -121,6 +121,8 @@ class AccountState:
         self.new_headers: list[str] = []
         self.proven = False
         self.inflight = 0
+        # Requests in flight on this account at the pool's other proxies (shared state).
+        self.remote_inflight = 0
         self.needs_login = False
         self.bench: Bench | None = None
         self.family_benches: dict[str, Bench] = {}

@@ -292,6 +292,76 @@ class Router:
                     soonest = moment
         return soonest
 
+    # -- shared state (teamclaude.shared: the pool's other proxies) -------------------
+
+    def binding_of(self, conversation_key: str) -> tuple[str, float] | None:
+        """(account, last used) of a conversation's binding, if any."""
+        binding = self._sessions.get(conversation_key)
+        return None if binding is None else (binding.account, binding.last_used)
+
+    def adopt_binding(self, conversation_key: str, account: str, last_used: float, now: float) -> bool:
+        """Another proxy's binding of a conversation, used at `last_used`: taken when this
+        proxy has none, or an older one (the newest use wins). True when it changed here."""
+        if account not in self._accounts:
+            return False
+        binding = self._sessions.get(conversation_key)
+        if binding is not None and (binding.account == account or binding.last_used > last_used):
+            return False
+        self._sessions.bind(conversation_key, account, "shared", min(last_used, now))
+        return True
+
+    def warm_conversations(self, now: float, limit: int) -> list[dict[str, Any]]:
+        """The most recently used warm conversations (at most `limit`): session, agent, account."""
+        found: list[dict[str, Any]] = []
+        for binding in self._sessions.most_recent():
+            if len(found) >= limit or not binding.warm(now, self.config.warm_window_s):
+                break
+            found.append({"session": binding.session_id, "conversation": binding.conversation,
+                          "account": binding.account, "inflight": binding.inflight})
+        return found
+
+    def local_inflight(self) -> int:
+        """Requests in flight at this proxy."""
+        return sum(state.inflight for state in self._accounts.values())
+
+    def account_names(self) -> list[str]:
+        return list(self._accounts)
+
+    def remote_inflight(self, account: str) -> int:
+        state = self._accounts.get(account)
+        return 0 if state is None else state.remote_inflight
+
+    def set_remote_inflight(self, account: str, count: int) -> None:
+        """Requests in flight on `account` at the other proxies (their leases)."""
+        state = self._accounts.get(account)
+        if state is not None:
+            state.remote_inflight = max(0, count)
+
+    def benches_of(self, account: str, now: float) -> dict[str | None, tuple[float, str]]:
+        """The account's live benches by model family (None: every model): (until, reason)."""
+        state = self._accounts.get(account)
+        if state is None:
+            return {}
+        benches: dict[str | None, tuple[float, str]] = {}
+        if state.bench is not None and state.bench.until > now:
+            benches[None] = (state.bench.until, state.bench.reason)
+        for family, bench in state.family_benches.items():
+            if bench.until > now:
+                benches[family] = (bench.until, bench.reason)
+        return benches
+
+    def observe_shared(self, account: str, status: int, limits: RateLimits, observed_at: float) -> bool:
+        """Rate-limit headers another proxy saw at `observed_at`: each window is taken only
+        when newer than this proxy's own reading of it. True when any was taken."""
+        state = self._accounts.get(account)
+        if state is None:
+            return False
+        newer = {name: w for name, w in limits.windows.items() if state.seen.get(name, float("-inf")) < observed_at}
+        if not newer:
+            return False
+        state.observe(status, replace(limits, windows=newer), observed_at)
+        return True
+
     # -- policy ----------------------------------------------------------------------
 
     def _view(self, state: AccountState, now: float) -> _View:
@@ -307,7 +377,7 @@ class Router:
             self._views[name] = view
         else:
             candidate = view.candidate
-            candidate.inflight = state.inflight
+            candidate.inflight = state.inflight + state.remote_inflight
             candidate.warm_sessions = self._sessions.warm_count(name, now, self.config.warm_window_s)
         return view
 
@@ -351,7 +421,7 @@ class Router:
             util_7d=facts.utilization_7d,
             hours_to_weekly_reset=facts.hours_to_weekly_reset,
             under_rail=facts.under_rail,
-            inflight=state.inflight,
+            inflight=state.inflight + state.remote_inflight,
             inflight_cap=facts.inflight_cap,
             warm_sessions=self._sessions.warm_count(state.name, now, config.warm_window_s),
             far_over_line=facts.far_over_line,
@@ -553,7 +623,7 @@ class Router:
                     status=status,
                     benched=locked is not None,
                     bench_sec=0 if locked is None else max(0, math.ceil(locked - now)),
-                    inflight=state.inflight,
+                    inflight=state.inflight + state.remote_inflight,
                     burn5h=burn,
                     cap_est_5h=None if cap is None else int(round(cap)),
                     headroom_tok=None if cap is None else max(0, int(round(cap - burn))),
@@ -631,7 +701,8 @@ class Router:
             "pace_line": facts.pace_line,
             "pace_gap": facts.pace_gap,
             "score": facts.score,
-            "inflight": state.inflight,
+            "inflight": state.inflight + state.remote_inflight,
+            "inflight_here": state.inflight,
             "inflight_cap": facts.inflight_cap,
             "proven": state.proven,
             "warm_sessions": self._sessions.warm_count(state.name, now, config.warm_window_s),

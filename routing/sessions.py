@@ -13,6 +13,7 @@ amortised O(1) per request, never a scan of every binding.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,10 @@ class SessionTable:
 
     def bindings(self) -> list[Binding]:
         return list(self._bindings.values())
+
+    def most_recent(self) -> Iterator[Binding]:
+        """Bindings, the most recently used first."""
+        return reversed(self._bindings.values())
 
     def bind(self, key: str, account: str, reason: str, now: float) -> Binding:
         """Bind (or rebind) a conversation to an account and mark it used now."""

@@ -137,6 +137,8 @@ class TeamClaude:
             loop.create_task(self._note_listen_address(), name="teamclaude listen address"),
             loop.create_task(self.service.credentials.run_background(), name="teamclaude token refresher"),
         ]
+        if self.service.shared is not None:
+            self._tasks.append(loop.create_task(self.service.shared.run(), name="teamclaude shared state"))
         self._request_log()
 
     async def _note_listen_address(self) -> None:
@@ -169,6 +171,8 @@ class TeamClaude:
             except (OSError, AccountsError):
                 pass
             self.service.writer.write_sync()
+            if self.service.shared is not None:
+                self.service.shared.close_sync()
         FailClosed.install_unless_exiting()  # a script reload that fails leaves no open proxy
 
     def _request_log(self) -> RequestLog | None:

@@ -65,6 +65,8 @@ class Pool:
         self.attempts[flow.id] = attempt
         self.flows[flow.id] = flow
         await _repair_tool_blocks(flow, attempt, body.content)
+        if service.shared is not None:
+            await service.shared.prepare(attempt.request)  # a conversation another proxy bound
         attempt.lifecycle = exchange(service.router, attempt.request, service.streaks,
                                      self.lifecycle_settings(), service.clock(), attempt)
         attempt.step = next(attempt.lifecycle)
@@ -87,6 +89,8 @@ class Pool:
         account = attempt.decision.account if attempt.decision else None
         step = attempt.advance(outcome)
         self.service.changed()
+        if account is not None and self.service.shared is not None:
+            self.service.shared.account_changed(account)
         verdict = attempt.verdict
         if isinstance(outcome, Upstream) and verdict is not None and verdict.bench_until is not None:
             logger.warning("teamclaude: %s benched: %s", account, verdict.reason)
@@ -150,6 +154,8 @@ class Pool:
             rewrite.apply_api_key(flow.request.headers, account.api_key or "")
         self.annotate(flow, attempt)
         self.service.changed()
+        if self.service.shared is not None and attempt.decision is not None:
+            self.service.shared.sent(flow.id, account.name, attempt.request)
 
     async def _identify(self, flow: http.HTTPFlow, attempt: Attempt, account: Account) -> None:
         """The body for this attempt: the client's, with the account's UUID in `metadata.user_id`
@@ -224,6 +230,8 @@ class Pool:
         response = flow.response
         assert response is not None
         limits = parse_ratelimit_headers(response.headers.items(multi=True))
+        if self.service.shared is not None and attempt.decision is not None:
+            self.service.shared.observed(attempt.decision.account, response.status_code, limits)
         step = self.advance(attempt, Upstream(response.status_code, limits, self.service.clock(), streaming))
         if self.service.settings.pool_headers:
             own = apply_pool_headers(response.headers, self.service.pool_windows(), attempt.request.model)
@@ -258,9 +266,17 @@ class Pool:
             self.service.router.release(attempt.decision.ticket, self.service.clock(), usage, status)
             self.service.changed()
         try:
+            if self.service.shared is not None:
+                self._share_finish(flow, attempt, usage)
             self._report(flow, attempt, status, usage, level)
         except Exception:
             logger.exception("teamclaude: internal error while finishing a request")
+
+    def _share_finish(self, flow: http.HTTPFlow, attempt: Attempt, usage) -> None:
+        assert self.service.shared is not None
+        account = attempt.decision.account if attempt.decision else None
+        cost = self.service.router.prices.cost(usage) if usage is not None else 0.0
+        self.service.shared.finished(flow.id, account, attempt.request, usage, cost, attempt.client)
 
     def _report(self, flow: http.HTTPFlow, attempt: Attempt, status: int | None, usage, level: str) -> None:
         service = self.service

@@ -28,6 +28,7 @@ from teamclaude.hold import Holds, Waker
 from teamclaude.paths import display_path, fingerprint
 from teamclaude.quota import PoolWindow, pool_windows, quota_document
 from teamclaude.settings import Settings, SettingsError, load_settings
+from teamclaude.shared.state import SharedState
 from teamclaude.statefile import StateWriter, bound_conversations, read_state
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,22 @@ class Service:
         self.holds = Holds()
         self.streaks = Streaks()
         self._restore_persistent()
+        # The pool's other proxies (the `shared_state` setting); None: this proxy alone.
+        self.shared: SharedState | None = None
+        if self.settings.shared_state:
+            self.shared = SharedState(self.settings.shared_state, self.router, clock, self.changed,
+                                      describe=self.describe_instance)
+
+    def describe_instance(self) -> dict[str, Any]:
+        """This proxy as the others see it (shared state): where it listens, what it serves."""
+        now = self.clock()
+        conversations = self.router.warm_conversations(now, limit=50)
+        return {
+            "host": os.uname().nodename, "pid": os.getpid(), "version": __version__, "listen": self.listen,
+            "started_at": self.started_at, "held": self.holds.summary(now)["count"],
+            "inflight": self.router.local_inflight(),
+            "conversations": conversations,
+        }
 
     # ----- identity -----
     @property
@@ -232,6 +249,7 @@ class Service:
         return {
             "proxy": self.proxy_info(),
             **engine,
+            "shared": self.shared.status() if self.shared is not None else None,
             "activity": self.activity.lines(),
             "persist": self.router.export_persistent(now),
         }
@@ -331,7 +349,7 @@ class Service:
     def apply(self, loaded: Loaded) -> None:
         old = self.settings
         new = loaded.settings
-        restart = [key for key in ("listen_host", "port", "upstream") if getattr(old, key) != getattr(new, key)]
+        restart = [key for key in ("listen_host", "port", "upstream", "shared_state") if getattr(old, key) != getattr(new, key)]
         if restart:
             logger.warning("teamclaude: %s changed; restart the proxy to apply it", ", ".join(restart))
         self.settings = new

@@ -1,0 +1,507 @@
+"""Routing state shared by a team's proxies through Redis (the `shared_state` setting).
+
+Every proxy keeps routing from its own `Router` (no Redis round trip decides a request), and
+this object keeps that view in step with the others':
+
+- benches: a bench here is written with an extend-only script and announced; a bench
+  announced elsewhere is applied here at once (the pub/sub event), or at the next resync;
+- quota windows: the rate-limit headers of each answer, the newest observation winning;
+- conversation bindings: a conversation this proxy does not know is looked up before it is
+  routed (one GET, the only command a request waits for); a binding made or moved here is
+  written with a compare-and-set, and a lost race adopts the winner's;
+- in-flight slots: one lease per request (a sorted-set member scored by its expiry, renewed
+  while the request lives), so a dead proxy's slots free themselves; the others' counts are
+  read every heartbeat and count against each account's in-flight cap;
+- usage: atomic increments per account and per client;
+- holds: a freed slot is announced, and a proxy holding requests looks again at once.
+
+Writes leave the request path: they are queued and sent in one pipeline by a writer task.
+When Redis is lost the proxy keeps serving from its last view, marked degraded
+(`healthy`, `degraded_since`), drops what it could not send, and on reconnecting writes its
+own live state again (benches, leases) and reads everyone else's (resync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from routing.engine import Router
+from routing.ratelimits import RateLimits, parse_ratelimit_headers
+from routing.types import RequestInfo
+from routing.usage import Usage
+from teamclaude.shared import names, scripts
+from teamclaude.shared.connection import async_client, display_url, new_instance_id, sync_client
+
+logger = logging.getLogger("teamclaude")
+
+HEARTBEAT_S = 1.0
+# An in-flight lease lives this long unless renewed (every heartbeat): a killed proxy's
+# slots are free again this long after its last heartbeat.
+LEASE_S = 15.0
+# A proxy that stopped reporting is shown for this long, then forgotten.
+INSTANCE_MEMORY_S = 3600.0
+USAGE_TTL_S = 35 * 86400.0
+WINDOW_TTL_S = 8 * 86400.0
+# A conversation lookup never holds a request longer than this (Redis slow: route locally).
+LOOKUP_TIMEOUT_S = 0.25
+RECONNECT_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+MAX_QUEUED = 10_000
+
+_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+@dataclass
+class _Write:
+    """One queued write: `add` puts its commands on the pipeline, `done` gets their results."""
+
+    add: Callable[[Any], int]  # returns how many commands it added
+    done: Callable[[list[Any]], None] | None = None
+
+
+class SharedState:
+    def __init__(self, url: str, router: Router, clock: Callable[[], float], on_change: Callable[[], None],
+                 *, describe: Callable[[], dict[str, Any]] | None = None,
+                 on_token: Callable[[str], None] | None = None, instance_id: str | None = None) -> None:
+        self.url = url
+        self.router = router
+        self.clock = clock
+        self.on_change = on_change
+        self.describe = describe or dict
+        self.on_token = on_token
+        self.instance_id = instance_id or new_instance_id()
+        self.healthy = False
+        self.degraded_since: float | None = clock()
+        self.last_error: str | None = "not connected yet"
+        self.instances: list[dict[str, Any]] = []
+        self.pool_usage: dict[str, dict[str, float]] = {}
+        self.commands_sent = 0
+        self._client: redis.asyncio.Redis | None = None
+        self._queue: list[_Write] = []
+        self._queued = asyncio.Event()
+        self._leases: dict[str, tuple[str, str]] = {}  # flow id -> (account, member)
+        self._bindings: dict[str, str] = {}  # conversation -> account as last known in Redis
+        self._benches: dict[tuple[str, str | None], float] = {}  # announced or applied: until
+        self._scripts: dict[str, str] = {}  # name -> SHA1 of the loaded script
+
+    # ----- the request path (never waits on Redis, except `prepare`) -----
+
+    async def prepare(self, request: RequestInfo) -> None:
+        """Before a request is routed: a conversation this proxy has no binding for takes
+        the pool's (one GET, bounded by LOOKUP_TIMEOUT_S)."""
+        key = request.conversation_key
+        client = self._client
+        if key is None or client is None or not self.healthy or self.router.binding_of(key) is not None:
+            return
+        try:
+            stored = await asyncio.wait_for(client.get(names.binding(key)), LOOKUP_TIMEOUT_S)
+        except _ERRORS as exc:
+            self._lost(exc)
+            return
+        self.commands_sent += 1
+        if stored is not None:
+            self._adopt_binding(key, stored)
+
+    def sent(self, lease_id: str, account: str, request: RequestInfo) -> None:
+        """A request (`lease_id`: its flow) goes out on `account`, maybe again after a
+        failover: its lease, and its conversation's binding when this proxy made or moved it."""
+        member = f"{self.instance_id}:{lease_id}"
+        previous = self._leases.get(lease_id)
+        self._leases[lease_id] = (account, member)
+        expiry = self.clock() + LEASE_S
+
+        def add(pipe: Any) -> int:
+            if previous is not None and previous[0] != account:
+                pipe.zrem(names.inflight(previous[0]), previous[1])
+            pipe.zadd(names.inflight(account), {member: expiry})
+            pipe.pexpire(names.inflight(account), int(LEASE_S * 2000))
+            return 3 if previous is not None and previous[0] != account else 2
+
+        self._enqueue(_Write(add))
+        key = request.conversation_key
+        if key is not None:
+            bound = self.router.binding_of(key)
+            if bound is not None and bound[0] == account and self._bindings.get(key) != account:
+                self._claim(key, account, self._bindings.get(key, ""), bound[1])
+
+    def finished(self, lease_id: str, account: str | None, request: RequestInfo, usage: Usage | None,
+                 cost_usd: float, client: str | None) -> None:
+        """A request ended: its lease goes, usage is counted, its conversation touched, and
+        proxies holding requests are told a slot is free."""
+        lease = self._leases.pop(lease_id, None)
+        tokens = usage.total if usage is not None else 0
+        cost_micro = int(round(cost_usd * 1_000_000))
+        key = request.conversation_key
+        bound = self.router.binding_of(key) if key is not None else None
+        event = json.dumps({"type": "freed", "account": lease[0] if lease else account, "by": self.instance_id})
+
+        def add(pipe: Any) -> int:
+            count = 0
+            if lease is not None:
+                pipe.zrem(names.inflight(lease[0]), lease[1])
+                count += 1
+            for kind, name in (("account", account), ("client", client or "proxy-key")):
+                if name is None:
+                    continue
+                usage_key = names.usage(kind, name)
+                pipe.hincrby(usage_key, "requests", 1)
+                pipe.hincrby(usage_key, "tokens", tokens)
+                pipe.hincrby(usage_key, "cost_micro_usd", cost_micro)
+                pipe.pexpire(usage_key, int(USAGE_TTL_S * 1000))
+                count += 4
+            pipe.publish(names.EVENTS, event)
+            return count + 1
+
+        self._enqueue(_Write(add))
+        if key is not None and bound is not None and self._bindings.get(key) == bound[0]:
+            self._claim(key, bound[0], bound[0], bound[1])  # touched: its TTL starts again
+
+    def account_changed(self, account: str) -> None:
+        """After an answer or a failure on `account`: announce benches that are new here."""
+        now = self.clock()
+        for family, (until, reason) in self.router.benches_of(account, now).items():
+            if self._benches.get((account, family), 0.0) >= until:
+                continue
+            self._benches[(account, family)] = until
+            self._enqueue(self._bench_write(account, family, until, reason, now))
+
+    def observed(self, account: str, status: int, limits: RateLimits) -> None:
+        """The rate-limit headers of an answer, for the other proxies (newest wins)."""
+        if limits.empty:
+            return
+        at = self.clock()
+        value = json.dumps({"at": at, "status": status, "raw": limits.raw})
+        event = json.dumps({"type": "window", "account": account, "at": at, "status": status,
+                            "raw": limits.raw, "by": self.instance_id})
+
+        def add(pipe: Any) -> int:
+            self._script(pipe, "window", [names.window(account), names.EVENTS],
+                         [repr(at), value, int(WINDOW_TTL_S * 1000), event])
+            return 1
+
+        self._enqueue(_Write(add))
+
+    # ----- what the state file, `status` and the Deck show -----
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": display_url(self.url),
+            "instance": self.instance_id,
+            "healthy": self.healthy,
+            "degraded_since": self.degraded_since,
+            "error": None if self.healthy else self.last_error,
+            "instances": self.instances,
+            "usage": self.pool_usage,
+        }
+
+    # ----- the connection -----
+
+    async def run(self) -> None:
+        """Until cancelled: connect, resync, then heartbeat, listen and write; reconnect
+        with backoff whenever Redis is lost."""
+        failures = 0
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except _ERRORS as exc:
+                self._lost(exc)
+            except Exception as exc:  # noqa: BLE001 (a bug must not end sharing for good)
+                logger.exception("teamclaude: shared state: internal error")
+                self._lost(exc)
+            await self._close_client()
+            await asyncio.sleep(RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)])
+            failures = 0 if self.healthy else failures + 1
+
+    def close_sync(self) -> None:
+        """At shutdown (mitmproxy's `done` hook is synchronous): this proxy's leases and
+        record go now rather than by their TTL. A Redis that does not answer within a
+        second is left to the TTLs."""
+        if not self.healthy:
+            return
+        try:
+            with sync_client(self.url) as client:
+                pipe = client.pipeline(transaction=False)
+                for account, member in self._leases.values():
+                    pipe.zrem(names.inflight(account), member)
+                pipe.zrem(names.INSTANCES, self.instance_id)
+                pipe.delete(names.instance(self.instance_id))
+                pipe.execute()
+        except (RedisError, OSError):
+            pass
+
+    async def _session(self) -> None:
+        client = async_client(self.url)
+        self._client = client
+        await client.ping()
+        for name, text in (("bench", scripts.BENCH), ("window", scripts.WINDOW), ("bind", scripts.BIND)):
+            self._scripts[name] = await client.script_load(text)  # loaded again after a Redis restart
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(names.EVENTS)
+        try:
+            await self._resync(client)
+            self._up()
+            tasks = [asyncio.create_task(coro) for coro in
+                     (self._listen(pubsub), self._heartbeat(client), self._write(client))]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for task in done:
+                task.result()  # raises what ended the session
+        finally:
+            try:
+                await pubsub.aclose() if hasattr(pubsub, "aclose") else await pubsub.close()
+            except _ERRORS:
+                pass
+
+    async def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.aclose() if hasattr(client, "aclose") else await client.close()
+            except _ERRORS:
+                pass
+
+    def _up(self) -> None:
+        if not self.healthy:
+            if self.degraded_since is not None and self.last_error != "not connected yet":
+                logger.warning("teamclaude: shared state %s is back; the pool is in step again",
+                               display_url(self.url))
+            self.healthy, self.degraded_since, self.last_error = True, None, None
+            self.on_change()
+
+    def _lost(self, exc: BaseException) -> None:
+        why = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+        why = why.replace(self.url, display_url(self.url))
+        if self.healthy:
+            logger.error("teamclaude: shared state %s lost (%s); serving from this proxy's own view "
+                         "until it is back", display_url(self.url), why)
+            self.degraded_since = self.clock()
+        self.healthy = False
+        self.last_error = why
+        self._queue.clear()
+        # Nothing of the others is known while apart: their slots are not counted.
+        for account in self.router.account_names():
+            self.router.set_remote_inflight(account, 0)
+        self.on_change()
+
+    # ----- resync, heartbeat, events, writes -----
+
+    async def _resync(self, client: redis.asyncio.Redis) -> None:
+        """After (re)connecting: take everyone's benches and newest windows, and write this
+        proxy's own live state again (Redis may have restarted empty)."""
+        now = self.clock()
+        async for key in client.scan_iter(match=names.BENCH_PATTERN, count=500):
+            value = await client.get(key)
+            if value is not None:
+                account, _, family = key.decode()[len(names.PREFIX) + len("bench:"):].rpartition(":")
+                self._apply_bench(account, None if family == "*" else family, value, now)
+        async for key in client.scan_iter(match=names.WINDOW_PATTERN, count=500):
+            value = await client.get(key)
+            if value is not None:
+                self._apply_window(key.decode()[len(names.PREFIX) + len("window:"):], json.loads(value))
+        self._bindings.clear()
+        pipe = client.pipeline(transaction=False)
+        for account in self.router.account_names():
+            for family, (until, reason) in self.router.benches_of(account, now).items():
+                self._benches[(account, family)] = until
+                self._bench_write(account, family, until, reason, now).add(pipe)
+        for account, member in self._leases.values():
+            pipe.zadd(names.inflight(account), {member: now + LEASE_S})
+        await pipe.execute()
+        self.on_change()
+
+    async def _heartbeat(self, client: redis.asyncio.Redis) -> None:
+        while True:
+            await self._beat(client)
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _beat(self, client: redis.asyncio.Redis) -> None:
+        """Report this proxy, renew its leases, and read the others' slots and records."""
+        now = self.clock()
+        accounts = self.router.account_names()
+        record = {**self.describe(), "id": self.instance_id, "seen": now}
+        pipe = client.pipeline(transaction=False)
+        pipe.set(names.instance(self.instance_id), json.dumps(record), px=int(INSTANCE_MEMORY_S * 1000))
+        pipe.zadd(names.INSTANCES, {self.instance_id: now})
+        pipe.zremrangebyscore(names.INSTANCES, "-inf", now - INSTANCE_MEMORY_S)
+        pipe.pexpire(names.INSTANCES, int(INSTANCE_MEMORY_S * 1000))
+        own: dict[str, dict[str, float]] = {}
+        for account, member in self._leases.values():
+            own.setdefault(account, {})[member] = now + LEASE_S
+        for account in accounts:
+            key = names.inflight(account)
+            if own.get(account):
+                pipe.zadd(key, own[account], xx=True)
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.zcard(key)
+        pipe.zrange(names.INSTANCES, 0, -1)
+        for account in accounts:
+            pipe.hgetall(names.usage("account", account))
+        results = await pipe.execute()
+        self.commands_sent += len(results)
+        position = 4
+        freed = False
+        for account in accounts:
+            position += 2 if own.get(account) else 1
+            others = max(0, int(results[position]) - len(own.get(account, {})))
+            position += 1
+            freed |= others < self.router.remote_inflight(account)
+            self.router.set_remote_inflight(account, others)
+        ids = [i.decode() for i in results[position]]
+        usage = results[position + 1:]
+        self.pool_usage = {account: _usage_numbers(raw) for account, raw in zip(accounts, usage, strict=True) if raw}
+        self.instances = await self._instances(client, ids, now)
+        if freed:
+            self.on_change()
+
+    async def _instances(self, client: redis.asyncio.Redis, ids: list[str], now: float) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        values = await client.mget([names.instance(i) for i in ids])
+        self.commands_sent += 1
+        found = []
+        for raw in values:
+            if raw is None:
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                record["stopped"] = now - float(record.get("seen", 0.0)) > 3 * HEARTBEAT_S + 2.0
+                record["this"] = record.get("id") == self.instance_id
+                found.append(record)
+        return sorted(found, key=lambda r: str(r.get("id")))
+
+    async def _listen(self, pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=HEARTBEAT_S)
+            if message is None or message.get("type") != "message":
+                continue
+            try:
+                event = json.loads(message["data"])
+            except (ValueError, TypeError):
+                continue
+            if isinstance(event, dict) and event.get("by") != self.instance_id:
+                self._on_event(event)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        account = event.get("account")
+        if kind == "freed" and isinstance(account, str):
+            self.router.set_remote_inflight(account, self.router.remote_inflight(account) - 1)
+            self.on_change()
+        elif kind == "bench" and isinstance(account, str):
+            self._apply_bench(account, event.get("family"), json.dumps(event), self.clock())
+        elif kind == "window" and isinstance(account, str):
+            self._apply_window(account, event)
+        elif kind == "token" and isinstance(account, str) and self.on_token is not None:
+            self.on_token(account)
+
+    async def _write(self, client: redis.asyncio.Redis) -> None:
+        """The writer: everything queued since the last round trip, in one pipeline."""
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            writes, self._queue = self._queue, []
+            pipe = client.pipeline(transaction=False)
+            counts = [write.add(pipe) for write in writes]
+            results = await pipe.execute()
+            self.commands_sent += len(results)
+            position = 0
+            for write, count in zip(writes, counts, strict=True):
+                if write.done is not None:
+                    write.done(results[position:position + count])
+                position += count
+
+    def _enqueue(self, write: _Write) -> None:
+        if not self.healthy or len(self._queue) >= MAX_QUEUED:
+            return  # written again by the resync, or not needed any more
+        self._queue.append(write)
+        self._queued.set()
+
+    def _script(self, pipe: Any, name: str, keys: list[str], args: list[Any]) -> None:
+        pipe.evalsha(self._scripts[name], len(keys), *keys, *args)
+
+    def _bench_write(self, account: str, family: str | None, until: float, reason: str, now: float) -> _Write:
+        value = json.dumps({"until": until, "reason": reason})
+        event = json.dumps({"type": "bench", "account": account, "family": family, "until": until,
+                            "reason": reason, "by": self.instance_id})
+        ttl_ms = max(1, math.ceil((until - now) * 1000))
+
+        def add(pipe: Any) -> int:
+            self._script(pipe, "bench", [names.bench(account, family), names.EVENTS], [repr(until), value, ttl_ms, event])
+            return 1
+
+        return _Write(add)
+
+    def _apply_bench(self, account: str, family: Any, raw: str | bytes, now: float) -> None:
+        try:
+            data = json.loads(raw)
+            until, reason = float(data["until"]), str(data["reason"])
+        except (ValueError, KeyError, TypeError):
+            return
+        family = family if isinstance(family, str) and family else None
+        if until <= now or self._benches.get((account, family), 0.0) >= until:
+            return
+        self._benches[(account, family)] = until
+        self.router.bench(account, until, f"{reason} (at another proxy)", now, family)
+        self.on_change()
+
+    def _apply_window(self, account: str, data: Any) -> None:
+        if not isinstance(data, dict) or not isinstance(data.get("raw"), dict):
+            return
+        try:
+            at, status = float(data["at"]), int(data.get("status") or 0)
+        except (ValueError, KeyError, TypeError):
+            return
+        limits = parse_ratelimit_headers((str(k), str(v)) for k, v in data["raw"].items())
+        if self.router.observe_shared(account, status, limits, at):
+            self.on_change()
+
+    def _claim(self, key: str, account: str, expected: str, last_used: float) -> None:
+        """Write a conversation's binding unless another proxy moved it first (then adopt)."""
+        ttl_ms = int(self.router.config.binding_evict_s * 1000)
+
+        def add(pipe: Any) -> int:
+            self._script(pipe, "bind", [names.binding(key)], [expected, account, repr(last_used), ttl_ms])
+            return 1
+
+        def done(results: list[Any]) -> None:
+            winner = results[0]
+            if winner is None:
+                self._bindings[key] = account
+            elif not isinstance(winner, Exception):
+                self._adopt_binding(key, winner)
+
+        self._enqueue(_Write(add, done))
+
+    def _adopt_binding(self, key: str, stored: bytes | str) -> None:
+        text = stored.decode() if isinstance(stored, bytes) else stored
+        account, _, used = text.partition("\t")
+        try:
+            last_used = float(used)
+        except ValueError:
+            return
+        self._bindings[key] = account
+        if self.router.adopt_binding(key, account, last_used, self.clock()):
+            self.on_change()
+
+
+def _usage_numbers(raw: dict[bytes, bytes]) -> dict[str, float]:
+    numbers = {k.decode(): int(v) for k, v in raw.items()}
+    return {"requests": numbers.get("requests", 0), "tokens": numbers.get("tokens", 0),
+            "cost_usd": round(numbers.get("cost_micro_usd", 0) / 1_000_000, 6)}
