@@ -46,7 +46,7 @@ logger = logging.getLogger("teamclaude")
 HEARTBEAT_S = 1.0
 # An in-flight lease lives this long unless renewed (every heartbeat): a killed proxy's
 # slots are free again this long after its last heartbeat.
-LEASE_S = 15.0
+LEASE_S = 10.0
 # A proxy that stopped reporting is shown for this long, then forgotten.
 INSTANCE_MEMORY_S = 3600.0
 USAGE_TTL_S = 35 * 86400.0
