@@ -158,9 +158,10 @@ def bench_accounts(count: int) -> list[FakeAccount]:
     return [oauth_account(f"acct{i}", **_BIG_BUDGET) for i in range(count)]
 
 
-def start_teamclaude(root: Path, upstream: str, accounts: Sequence[FakeAccount]) -> tuple[ProxyProcess, ConfigDir]:
+def start_teamclaude(root: Path, upstream: str, accounts: Sequence[FakeAccount],
+                     **settings: object) -> tuple[ProxyProcess, ConfigDir]:
     """The real proxy (`mitmdump -s teamclaude_addon.py`) with its own config directory."""
-    cfg = write_config(root, upstream, accounts)
+    cfg = write_config(root, upstream, accounts, **settings)
     proxy = ProxyProcess(cfg.config, ["--set", "flow_detail=0"], env=cfg.env()).start()
     return proxy, cfg
 

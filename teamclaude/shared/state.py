@@ -54,6 +54,10 @@ WINDOW_TTL_S = 8 * 86400.0
 # A conversation lookup never holds a request longer than this (Redis slow: route locally).
 LOOKUP_TIMEOUT_S = 0.25
 RECONNECT_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+# Unchanged rate-limit readings are shared again this often (a newcomer's resync reads them).
+WINDOW_REPEAT_S = 30.0
+# A conversation's binding is written again (its TTL and last use) at most this often.
+BINDING_TOUCH_S = 30.0
 MAX_QUEUED = 10_000
 
 _ERRORS = (RedisError, OSError, asyncio.TimeoutError)
@@ -91,6 +95,10 @@ class SharedState:
         self._bindings: dict[str, str] = {}  # conversation -> account as last known in Redis
         self._benches: dict[tuple[str, str | None], float] = {}  # announced or applied: until
         self._scripts: dict[str, str] = {}  # name -> SHA1 of the loaded script
+        self._usage: dict[tuple[str, str], list[int]] = {}  # not sent yet: requests, tokens, micro-USD
+        self._windows_sent: dict[str, tuple[tuple[Any, ...], float]] = {}
+        self._touched: dict[str, float] = {}  # conversation -> last use written
+        self._others_holding = False
 
     # ----- the request path (never waits on Redis, except `prepare`) -----
 
@@ -134,35 +142,33 @@ class SharedState:
 
     def finished(self, lease_id: str, account: str | None, request: RequestInfo, usage: Usage | None,
                  cost_usd: float, client: str | None) -> None:
-        """A request ended: its lease goes, usage is counted, its conversation touched, and
-        proxies holding requests are told a slot is free."""
+        """A request ended: its lease goes, its usage is counted (sent with the next
+        heartbeat), its conversation's binding is touched now and then, and proxies holding
+        requests are told a slot is free (their heartbeat would see it within a second)."""
         lease = self._leases.pop(lease_id, None)
         tokens = usage.total if usage is not None else 0
-        cost_micro = int(round(cost_usd * 1_000_000))
+        for kind, name in (("account", account), ("client", client or "proxy-key")):
+            if name is not None:
+                pending = self._usage.setdefault((kind, name), [0, 0, 0])
+                pending[0] += 1
+                pending[1] += tokens
+                pending[2] += int(round(cost_usd * 1_000_000))
+        freed = lease[0] if lease is not None else None
+        event = json.dumps({"type": "freed", "account": freed, "by": self.instance_id}) if (
+            freed is not None and self._others_holding) else None
+        if lease is not None:
+            def add(pipe: Any) -> int:
+                pipe.zrem(names.inflight(lease[0]), lease[1])
+                if event is not None:
+                    pipe.publish(names.EVENTS, event)
+                return 2 if event is not None else 1
+
+            self._enqueue(_Write(add))
         key = request.conversation_key
         bound = self.router.binding_of(key) if key is not None else None
-        event = json.dumps({"type": "freed", "account": lease[0] if lease else account, "by": self.instance_id})
-
-        def add(pipe: Any) -> int:
-            count = 0
-            if lease is not None:
-                pipe.zrem(names.inflight(lease[0]), lease[1])
-                count += 1
-            for kind, name in (("account", account), ("client", client or "proxy-key")):
-                if name is None:
-                    continue
-                usage_key = names.usage(kind, name)
-                pipe.hincrby(usage_key, "requests", 1)
-                pipe.hincrby(usage_key, "tokens", tokens)
-                pipe.hincrby(usage_key, "cost_micro_usd", cost_micro)
-                pipe.pexpire(usage_key, int(USAGE_TTL_S * 1000))
-                count += 4
-            pipe.publish(names.EVENTS, event)
-            return count + 1
-
-        self._enqueue(_Write(add))
         if key is not None and bound is not None and self._bindings.get(key) == bound[0]:
-            self._claim(key, bound[0], bound[0], bound[1])  # touched: its TTL starts again
+            if bound[1] - self._touched.get(key, float("-inf")) >= self._touch_every_s():
+                self._claim(key, bound[0], bound[0], bound[1])  # its TTL and last use, renewed
 
     def account_changed(self, account: str) -> None:
         """After an answer or a failure on `account`: announce benches that are new here."""
@@ -174,10 +180,17 @@ class SharedState:
             self._enqueue(self._bench_write(account, family, until, reason, now))
 
     def observed(self, account: str, status: int, limits: RateLimits) -> None:
-        """The rate-limit headers of an answer, for the other proxies (newest wins)."""
+        """The rate-limit headers of an answer, for the other proxies (newest wins): sent
+        when what they say changed, or at least every WINDOW_REPEAT_S (not every answer)."""
         if limits.empty:
             return
         at = self.clock()
+        signature = tuple(sorted((name, round(w.utilization, 3) if w.utilization is not None else None, w.reset, w.status)
+                                 for name, w in limits.windows.items()))
+        last = self._windows_sent.get(account)
+        if last is not None and last[0] == signature and at - last[1] < WINDOW_REPEAT_S:
+            return
+        self._windows_sent[account] = (signature, at)
         value = json.dumps({"at": at, "status": status, "raw": limits.raw})
         event = json.dumps({"type": "window", "account": account, "at": at, "status": status,
                             "raw": limits.raw, "by": self.instance_id})
@@ -313,6 +326,8 @@ class SharedState:
             if value is not None:
                 self._apply_window(key.decode()[len(names.PREFIX) + len("window:"):], json.loads(value))
         self._bindings.clear()
+        self._touched.clear()
+        self._windows_sent.clear()
         pipe = client.pipeline(transaction=False)
         for account in self.router.account_names():
             for family, (until, reason) in self.router.benches_of(account, now).items():
@@ -324,9 +339,20 @@ class SharedState:
         self.on_change()
 
     async def _heartbeat(self, client: redis.asyncio.Redis) -> None:
+        beats = 0
         while True:
             await self._beat(client)
+            beats += 1
+            if beats % 60 == 0:
+                self._forget_evicted()
             await asyncio.sleep(HEARTBEAT_S)
+
+    def _forget_evicted(self) -> None:
+        """Conversations the router forgot are forgotten here too (memory stays bounded)."""
+        for key in [k for k in self._bindings if self.router.binding_of(k) is None]:
+            del self._bindings[key]
+        for key in [k for k in self._touched if self.router.binding_of(k) is None]:
+            del self._touched[key]
 
     async def _beat(self, client: redis.asyncio.Redis) -> None:
         """Report this proxy, renew its leases, and read the others' slots and records."""
@@ -347,10 +373,24 @@ class SharedState:
                 pipe.zadd(key, own[account], xx=True)
             pipe.zremrangebyscore(key, "-inf", now)
             pipe.zcard(key)
+        usage, self._usage = self._usage, {}
+        for (kind, name), (requests, tokens, cost_micro) in usage.items():
+            usage_key = names.usage(kind, name)
+            pipe.hincrby(usage_key, "requests", requests)
+            pipe.hincrby(usage_key, "tokens", tokens)
+            pipe.hincrby(usage_key, "cost_micro_usd", cost_micro)
+            pipe.pexpire(usage_key, int(USAGE_TTL_S * 1000))
         pipe.zrange(names.INSTANCES, 0, -1)
         for account in accounts:
             pipe.hgetall(names.usage("account", account))
-        results = await pipe.execute()
+        try:
+            results = await pipe.execute()
+        except _ERRORS:
+            for key, numbers in usage.items():  # counted again with the next heartbeat that lands
+                pending = self._usage.setdefault(key, [0, 0, 0])
+                for i, n in enumerate(numbers):
+                    pending[i] += n
+            raise
         self.commands_sent += len(results)
         position = 4
         freed = False
@@ -360,9 +400,10 @@ class SharedState:
             position += 1
             freed |= others < self.router.remote_inflight(account)
             self.router.set_remote_inflight(account, others)
+        position += 4 * len(usage)
         ids = [i.decode() for i in results[position]]
-        usage = results[position + 1:]
-        self.pool_usage = {account: _usage_numbers(raw) for account, raw in zip(accounts, usage, strict=True) if raw}
+        totals = results[position + 1:]
+        self.pool_usage = {account: _usage_numbers(raw) for account, raw in zip(accounts, totals, strict=True) if raw}
         self.instances = await self._instances(client, ids, now)
         if freed:
             self.on_change()
@@ -384,6 +425,7 @@ class SharedState:
                 record["stopped"] = now - float(record.get("seen", 0.0)) > 3 * HEARTBEAT_S + 2.0
                 record["this"] = record.get("id") == self.instance_id
                 found.append(record)
+        self._others_holding = any(r.get("held") and not r["this"] and not r["stopped"] for r in found)
         return sorted(found, key=lambda r: str(r.get("id")))
 
     async def _listen(self, pubsub: Any) -> None:
@@ -484,10 +526,14 @@ class SharedState:
             winner = results[0]
             if winner is None:
                 self._bindings[key] = account
+                self._touched[key] = last_used
             elif not isinstance(winner, Exception):
                 self._adopt_binding(key, winner)
 
         self._enqueue(_Write(add, done))
+
+    def _touch_every_s(self) -> float:
+        return min(BINDING_TOUCH_S, self.router.config.warm_window_s / 10)
 
     def _adopt_binding(self, key: str, stored: bytes | str) -> None:
         text = stored.decode() if isinstance(stored, bytes) else stored
@@ -497,6 +543,7 @@ class SharedState:
         except ValueError:
             return
         self._bindings[key] = account
+        self._touched[key] = last_used
         if self.router.adopt_binding(key, account, last_used, self.clock()):
             self.on_change()
 
