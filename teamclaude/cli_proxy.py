@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from teamclaude.accounts_store import AccountsStore
@@ -269,6 +270,40 @@ def render_status(status: dict[str, Any], out: Console, *, now: float) -> None:
     if isinstance(totals, dict):
         out.print(f"total: {totals.get('requests', 0)} requests · {tokens(totals.get('tokens'))} tokens · "
                   f"{dollars(totals.get('cost_usd'))}", highlight=False)
+    shared = status.get("shared")
+    if isinstance(shared, dict):
+        render_shared(shared, out, now=now)
+
+
+def render_shared(shared: dict[str, Any], out: Console, *, now: float) -> None:
+    """The pool's proxies (the `shared_state` setting): Redis health, each proxy and what it serves."""
+    since = shared.get("degraded_since")
+    if shared.get("healthy"):
+        health = "[green]in step[/]"
+    else:
+        how_long = f" for {duration(now - since)}" if isinstance(since, (int, float)) else ""
+        health = (f"[red]DEGRADED{how_long}[/] ({escape(str(shared.get('error') or 'not connected'))}): "
+                  "serving from this proxy's own view")
+    out.print(f"shared state: {escape(str(shared.get('url', '?')))} · {health}", highlight=False)
+    for proxy in shared.get("instances") or []:
+        conversations = proxy.get("conversations") or []
+        accounts = sorted({str(c.get("account")) for c in conversations})
+        seen = proxy.get("seen")
+        if proxy.get("stopped"):
+            state = "[red]stopped reporting[/]" + (f" {duration(now - seen)} ago" if isinstance(seen, (int, float)) else "")
+        else:
+            state = (f"{len(conversations)} warm conversation(s)" + (f" on {', '.join(accounts)}" if accounts else "")
+                     + f", {proxy.get('inflight', 0)} in flight" + (f", {proxy['held']} held" if proxy.get("held") else ""))
+        this = " (this one)" if proxy.get("this") else ""
+        out.print(f"  {escape(str(proxy.get('host', '?')))} pid {proxy.get('pid', '?')} "
+                  f"{escape(str(proxy.get('listen', '')))}{this}: {state}", highlight=False)
+    usage = shared.get("usage") or {}
+    if usage:
+        requests = sum(int(u.get("requests", 0)) for u in usage.values())
+        cost = sum(float(u.get("cost_usd", 0.0)) for u in usage.values())
+        used = sum(int(u.get("tokens", 0)) for u in usage.values())
+        out.print(f"pool total (every proxy): {requests} requests · {tokens(used)} tokens · {dollars(cost)}",
+                  highlight=False)
 
 
 # ---- api ----

@@ -393,20 +393,17 @@ class SharedState:
             raise
         self.commands_sent += len(results)
         position = 4
-        freed = False
         for account in accounts:
             position += 2 if own.get(account) else 1
             others = max(0, int(results[position]) - len(own.get(account, {})))
             position += 1
-            freed |= others < self.router.remote_inflight(account)
             self.router.set_remote_inflight(account, others)
         position += 4 * len(usage)
         ids = [i.decode() for i in results[position]]
         totals = results[position + 1:]
         self.pool_usage = {account: _usage_numbers(raw) for account, raw in zip(accounts, totals, strict=True) if raw}
         self.instances = await self._instances(client, ids, now)
-        if freed:
-            self.on_change()
+        self.on_change()  # the pool view changed (and a held request may look again)
 
     async def _instances(self, client: redis.asyncio.Redis, ids: list[str], now: float) -> list[dict[str, Any]]:
         if not ids:
