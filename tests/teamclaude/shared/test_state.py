@@ -1,0 +1,161 @@
+"""SharedState against a real redis-server: two proxies' views in one event loop, each with
+its own Router, agreeing through Redis (the scripts' compare-and-set rules included)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from routing.config import RoutingConfig
+from routing.engine import Router
+from routing.ratelimits import parse_ratelimit_headers
+from routing.types import AccountSpec, RequestInfo
+from teamclaude.shared import names, scripts, state
+from teamclaude.shared.state import SharedState
+
+ACCOUNTS = [AccountSpec("alice", "oauth"), AccountSpec("bob", "oauth")]
+
+
+class Proxy:
+    """One proxy's routing view and its SharedState, run as a task."""
+
+    def __init__(self, url: str, tag: str) -> None:
+        self.router = Router(RoutingConfig(), ACCOUNTS)
+        self.changes = 0
+        self.shared = SharedState(url, self.router, time.time, self._changed, instance_id=f"proxy-{tag}")
+        self.task: asyncio.Task[None] | None = None
+
+    def _changed(self) -> None:
+        self.changes += 1
+
+    def start(self) -> Proxy:
+        self.task = asyncio.create_task(self.shared.run())
+        return self
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+
+
+async def eventually(condition: Callable[[], Any], within: float = 5.0) -> Any:
+    deadline = time.monotonic() + within
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.01)
+    return value
+
+
+@pytest.fixture
+async def proxies(redis_server) -> AsyncIterator[Callable[[str], Proxy]]:
+    started: list[Proxy] = []
+
+    def start(tag: str) -> Proxy:
+        proxy = Proxy(redis_server.url, tag).start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        await proxy.stop()
+
+
+def request(conversation: str) -> RequestInfo:
+    return RequestInfo("/v1/messages", model="claude-sonnet-4-5", session_id=conversation)
+
+
+async def test_a_bench_deadline_only_extends(proxies, redis_server):
+    a, b = proxies("a"), proxies("b")
+    await eventually(lambda: a.shared.healthy and b.shared.healthy)
+    now = time.time()
+    a.router.bench("alice", now + 100, "429 retry-after", now)
+    a.shared.account_changed("alice")
+    await eventually(lambda: b.router.benches_of("alice", time.time()).get(None))
+    assert b.router.benches_of("alice", time.time())[None][0] == pytest.approx(now + 100)
+    b.router.bench("bob", now + 30, "529 overloaded", now)
+    b.shared.account_changed("bob")
+    await eventually(lambda: a.router.benches_of("bob", time.time()).get(None))
+    # A shorter bench of alice, written late by another proxy, is refused by the script.
+    stored = redis_server.client().get(names.bench("alice", None))
+    shorter = json.dumps({"type": "bench", "account": "alice", "until": now + 10, "reason": "late", "by": "c"})
+    assert redis_server.client().eval(
+        scripts.BENCH, 2, names.bench("alice", None), names.EVENTS,
+        repr(now + 10), json.dumps({"until": now + 10, "reason": "late"}), 10_000, shorter) == 0
+    assert redis_server.client().get(names.bench("alice", None)) == stored
+    assert 0 < redis_server.client().pttl(names.bench("alice", None)) <= 100_000
+
+
+async def test_two_proxies_binding_one_conversation_at_once_agree_on_the_first(proxies):
+    a, b = proxies("a"), proxies("b")
+    await eventually(lambda: a.shared.healthy and b.shared.healthy)
+    now = time.time()
+    first = a.router.select(request("conv"), now, exclude={"bob"})
+    second = b.router.select(request("conv"), now, exclude={"alice"})
+    assert first is not None and second is not None and (first.account, second.account) == ("alice", "bob")
+    a.shared.sent("flow-a", first.account, request("conv"))
+    await eventually(lambda: a.shared._bindings.get("conv") == "alice")
+    b.shared.sent("flow-b", second.account, request("conv"))  # lost the race: adopts alice
+    await eventually(lambda: b.router.binding_of("conv")[0] == "alice")
+    c = proxies("c")  # a third proxy that never saw it looks it up before routing
+    await eventually(lambda: c.shared.healthy)
+    await c.shared.prepare(request("conv"))
+    assert c.router.binding_of("conv")[0] == "alice"
+    decision = c.router.select(request("conv"), time.time())
+    assert decision is not None and decision.account == "alice"
+
+
+async def test_the_newest_rate_limit_reading_wins(proxies, redis_server):
+    a, b = proxies("a"), proxies("b")
+    await eventually(lambda: a.shared.healthy and b.shared.healthy)
+    reset = int(time.time()) + 3600
+    headers = {"anthropic-ratelimit-unified-5h-utilization": "0.42", "anthropic-ratelimit-unified-5h-reset": str(reset),
+               "anthropic-ratelimit-unified-5h-status": "allowed"}
+    a.shared.observed("alice", 200, parse_ratelimit_headers(headers.items()))
+    await eventually(lambda: b.router.snapshot(time.time())["accounts"][0]["windows"].get("5h"))
+    assert b.router.snapshot(time.time())["accounts"][0]["windows"]["5h"]["utilization"] == pytest.approx(0.42)
+    # An older reading (observed before B's own newer one) does not replace it.
+    b.router.observe("alice", 200, parse_ratelimit_headers({**headers, "anthropic-ratelimit-unified-5h-utilization": "0.5"}.items()),
+                     time.time())
+    assert not b.router.observe_shared("alice", 200, parse_ratelimit_headers(headers.items()), time.time() - 60)
+    assert b.router.snapshot(time.time())["accounts"][0]["windows"]["5h"]["utilization"] == pytest.approx(0.5)
+    assert 0 < redis_server.client().pttl(names.window("alice")) <= state.WINDOW_TTL_S * 1000
+
+
+async def test_a_dead_proxys_leases_expire_and_the_others_count_only_live_ones(proxies, monkeypatch):
+    monkeypatch.setattr(state, "LEASE_S", 1.5)
+    a, b = proxies("a"), proxies("b")
+    await eventually(lambda: a.shared.healthy and b.shared.healthy)
+    for n in range(3):
+        a.shared.sent(f"flow-{n}", "alice", request(f"c{n}"))
+    await eventually(lambda: b.router.remote_inflight("alice") == 3)
+    a.shared.finished("flow-0", "alice", request("c0"), None, 0.0, None)
+    await eventually(lambda: b.router.remote_inflight("alice") == 2)
+    await a.stop()  # dies without a goodbye: its leases are not renewed any more
+    started = time.monotonic()
+    await eventually(lambda: b.router.remote_inflight("alice") == 0, within=5.0)
+    assert time.monotonic() - started >= 0.5
+
+
+async def test_redis_lost_degrades_then_resyncs_its_own_live_state(proxies, redis_server):
+    a = proxies("a")
+    await eventually(lambda: a.shared.healthy)
+    now = time.time()
+    a.router.bench("bob", now + 600, "5h window rejected", now)
+    a.shared.account_changed("bob")
+    a.shared.sent("flow-1", "alice", request("conv"))
+    await eventually(lambda: redis_server.client().zcard(names.inflight("alice")) == 1)
+    redis_server.kill()
+    await eventually(lambda: not a.shared.healthy)
+    assert a.shared.degraded_since is not None and a.shared.status()["error"]
+    redis_server.restart()
+    await eventually(lambda: a.shared.healthy, within=10.0)
+    client = redis_server.client()
+    assert client.get(names.bench("bob", None)) is not None  # written again by the resync
+    assert client.zcard(names.inflight("alice")) == 1
+    assert a.shared.status()["degraded_since"] is None
