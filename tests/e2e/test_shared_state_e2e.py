@@ -7,6 +7,7 @@ share one fake upstream and one redis-server (the `redis_server` fixture).
 from __future__ import annotations
 
 import contextlib
+import json
 import http.client
 import os
 import signal
@@ -173,3 +174,30 @@ def test_redis_restarted_mid_traffic_is_no_client_error_and_resyncs(start_proxie
     assert all(client.pttl(k) > 0 for k in keys), [k for k in keys if client.pttl(k) <= 0]
     usage = wait_until(lambda: shared_of(proxies[1])["usage"], what="pool usage counted again")
     assert sum(u["requests"] for u in usage.values()) >= 20
+
+
+def test_a_password_in_the_redis_url_is_never_shown(tmp_path, fake):
+    from tests.redis_server import RedisServer, redis_server_binary
+
+    binary = redis_server_binary()
+    assert binary is not None
+    password = "redis-pass-0123456789-secret"
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(binary, tmp_path / "redis", password=password).start()
+    try:
+        cfg = write_config(tmp_path / "machine", fake.url, [fake.account("alice"), fake.account("bob")],
+                           shared_state=server.url)
+        with start_proxy(cfg) as proxy:
+            wait_until(lambda: shared_of(proxy)["healthy"], what="connected with the password")
+            assert ask(proxy, "s1") == 200
+            server.kill()
+            wait_until(lambda: not shared_of(proxy)["healthy"], what="degraded")
+            status = proxy_status(proxy)
+            assert status["shared"]["url"].startswith("redis://:***@127.0.0.1:")
+            wait_until(lambda: cfg.state.exists() and json.loads(cfg.state.read_text())["shared"]["healthy"] is False,
+                       what="the state file says degraded")
+            state_text = cfg.state.read_text()
+        assert password not in json.dumps(status) and password not in state_text
+        assert password not in "".join(proxy.output)
+    finally:
+        server.stop()
