@@ -299,15 +299,18 @@ class Router:
         binding = self._sessions.get(conversation_key)
         return None if binding is None else (binding.account, binding.last_used)
 
-    def adopt_binding(self, conversation_key: str, account: str, last_used: float, now: float) -> bool:
+    def adopt_binding(self, conversation_key: str, account: str, last_used: float, now: float,
+                      *, force: bool = False) -> bool:
         """Another proxy's binding of a conversation, used at `last_used`: taken when this
-        proxy has none, or an older one (the newest use wins). True when it changed here."""
+        proxy has none, or an older one (the newest use wins), or with `force` (it won the
+        race to bind the conversation). True when it changed here."""
         if account not in self._accounts:
             return False
         binding = self._sessions.get(conversation_key)
-        if binding is not None and (binding.account == account or binding.last_used > last_used):
+        if binding is not None and (binding.account == account or (binding.last_used > last_used and not force)):
             return False
-        self._sessions.bind(conversation_key, account, "shared", min(last_used, now))
+        used = max(last_used, binding.last_used) if binding is not None else last_used
+        self._sessions.bind(conversation_key, account, "shared", min(used, now))
         return True
 
     def warm_conversations(self, now: float, limit: int) -> list[dict[str, Any]]:

@@ -525,14 +525,14 @@ class SharedState:
                 self._bindings[key] = account
                 self._touched[key] = last_used
             elif not isinstance(winner, Exception):
-                self._adopt_binding(key, winner)
+                self._adopt_binding(key, winner, force=True)  # it was bound elsewhere first
 
         self._enqueue(_Write(add, done))
 
     def _touch_every_s(self) -> float:
         return min(BINDING_TOUCH_S, self.router.config.warm_window_s / 10)
 
-    def _adopt_binding(self, key: str, stored: bytes | str) -> None:
+    def _adopt_binding(self, key: str, stored: bytes | str, *, force: bool = False) -> None:
         text = stored.decode() if isinstance(stored, bytes) else stored
         account, _, used = text.partition("\t")
         try:
@@ -541,7 +541,7 @@ class SharedState:
             return
         self._bindings[key] = account
         self._touched[key] = last_used
-        if self.router.adopt_binding(key, account, last_used, self.clock()):
+        if self.router.adopt_binding(key, account, last_used, self.clock(), force=force):
             self.on_change()
 
 

@@ -96,7 +96,7 @@ async def test_two_proxies_binding_one_conversation_at_once_agree_on_the_first(p
     await eventually(lambda: a.shared.healthy and b.shared.healthy)
     now = time.time()
     first = a.router.select(request("conv"), now, exclude={"bob"})
-    second = b.router.select(request("conv"), now, exclude={"alice"})
+    second = b.router.select(request("conv"), now + 1, exclude={"alice"})  # later, but second to write
     assert first is not None and second is not None and (first.account, second.account) == ("alice", "bob")
     a.shared.sent("flow-a", first.account, request("conv"))
     await eventually(lambda: a.shared._bindings.get("conv") == "alice")
