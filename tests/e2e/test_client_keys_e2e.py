@@ -48,6 +48,8 @@ def test_keys_are_added_used_logged_and_removed(tmp_path):
             assert call(proxy.url, "POST", "/v1/messages", message_body(stream=True), key=None,
                         headers={"authorization": f"Bearer {key}"})[0] == 200
             assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200  # the proxy key still works
+            assert call(proxy.url, "GET", "/teamclaude/health", key=key)[0] == 200  # local endpoints too
+            call(proxy.url, "POST", "/v1/oauth/token", {"grant_type": "refresh_token", "refresh_token": "x"}, key=key)
             def pooled() -> list[dict]:
                 return [r for r in records(log_dir) if r["kind"] == "pooled"]
 
@@ -64,7 +66,8 @@ def test_keys_are_added_used_logged_and_removed(tmp_path):
 
             # The key went nowhere: not upstream, not into the log, the state file or the status.
             sent = [json.dumps([r.headers, r.body.decode("utf-8", "replace")]) for r in fake.requests]
-            assert len(sent) == 3 and not [s for s in sent if key in s]
+            assert [r.path for r in fake.requests][-1] == "/v1/oauth/token"  # a pass-through path
+            assert len(sent) == 4 and not [s for s in sent if key in s]
             for path in log_dir.iterdir():
                 assert key not in path.read_text()
             digest = next(line for line in text.splitlines() if "sha256:" in line).split()[-1]
@@ -77,7 +80,7 @@ def test_keys_are_added_used_logged_and_removed(tmp_path):
             wait_until(lambda: "laptop" not in clients(proxy), "the proxy to drop the key")
             code, _, body = call(proxy.url, "POST", "/v1/messages", message_body(), key=key)
             assert code == 401 and json.loads(body)["error"]["type"] == "authentication_error"
-            assert len(fake.requests) == 3
+            assert len(fake.requests) == 4
             unknown = run_cli(cfg, "keys", "remove", "laptop")
             assert unknown.returncode == 1 and "no client key named 'laptop'" in unknown.stderr
 

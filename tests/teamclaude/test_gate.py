@@ -5,11 +5,12 @@ from hypothesis import given, settings, strategies as st
 from mitmproxy.http import Headers
 
 from teamclaude import gate, rewrite
-from teamclaude.client_keys import Keyring, create
+from teamclaude.client_keys import ClientKey, Keyring, key_hash
 
 KEY = "tc-proxy-key-0123456789"
 KEYS = Keyring(KEY)
-CLIENT_KEY, CLIENT = create("alice", None, 0)
+CLIENT_KEY = "tck-client-key-0123456789abcdefghijkl"  # fixed: test ids must be the same in every worker
+CLIENT = ClientKey("alice", key_hash(CLIENT_KEY), 0)
 WITH_CLIENT = Keyring(KEY, [CLIENT])
 
 
