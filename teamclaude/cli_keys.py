@@ -54,6 +54,7 @@ def _add(args: argparse.Namespace, out: Console) -> int:
               "point Claude Code at the proxy (ANTHROPIC_BASE_URL, as 'teamclaude env' prints it) and send the key:",
               highlight=False)
     print(f'export ANTHROPIC_CUSTOM_HEADERS="{KEY_HEADER}: {key}"')
+    out.print("Where Claude Code has no login of its own, also set ANTHROPIC_AUTH_TOKEN to the key.", highlight=False)
     return 0
 
 
