@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import re
+import socket
 import stat
 import threading
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from teamclaude.fakeupstream import FakeUpstream
 from tests.e2e.cli_runner import run_cli, wait_for_published_address, wait_until
 from tests.e2e.harness import PROXY_KEY, ConfigDir, call, message_body, oauth_account, proxy_status, start_proxy, write_config
 from tests.e2e.test_request_log_e2e import records
+from tests.e2e.test_review_attacks import free_port
 
 KEY_LINE = re.compile(r'^export ANTHROPIC_CUSTOM_HEADERS="x-teamclaude-key: (tck-[A-Za-z0-9_-]{32})"$', re.M)
 
@@ -131,3 +134,26 @@ def test_a_client_at_its_limit_gets_a_429_and_its_place_comes_back(tmp_path):
             wait_until(lambda: clients(proxy)["ci"]["in_flight"] == 0, "the cut stream's place to be released")
             assert call(proxy.url, "POST", "/v1/messages", message_body(), key=ci)[0] == 200
             assert clients(proxy)["ci"]["requests"] == 4 and PROXY_KEY not in cfg.state.read_text()
+
+
+def test_forward_mode_opens_a_tunnel_elsewhere_for_a_client_key_as_for_the_proxy_key(tmp_path):
+    alice = oauth_account("alice")
+    with FakeUpstream([alice]) as fake, socket.socket() as elsewhere:
+        elsewhere.bind(("127.0.0.1", 0))
+        elsewhere.listen(4)
+        target = f"127.0.0.1:{elsewhere.getsockname()[1]}"
+        cfg = write_config(tmp_path / "cfg", fake.url, [alice])
+        key = add_key(cfg, "builder")
+
+        def connect(proxy, password: str | None) -> bytes:
+            auth = "" if password is None else (
+                "Proxy-Authorization: Basic " + base64.b64encode(f"teamclaude:{password}".encode()).decode() + "\r\n")
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as client:
+                client.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n".encode())
+                return client.recv(1000)
+
+        with start_proxy(cfg, ["--mode", f"regular@{free_port()}"]) as proxy:
+            assert connect(proxy, key).startswith(b"HTTP/1.1 200")
+            assert connect(proxy, PROXY_KEY).startswith(b"HTTP/1.1 200")
+            assert connect(proxy, key[:-1]).startswith(b"HTTP/1.1 403")
+            assert connect(proxy, None).startswith(b"HTTP/1.1 403")
