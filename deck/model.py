@@ -257,6 +257,35 @@ class ActivityLine:
 
 
 @dataclass(frozen=True)
+class Client:
+    """A client key's counts since the proxy started (`teamclaude keys`)."""
+
+    name: str
+    max_concurrent: int | None = None
+    in_flight: int = 0
+    requests: int = 0
+    refused: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+    @classmethod
+    def parse(cls, raw: Any) -> Client | None:
+        data = _dict(raw)
+        name = _str(data.get("name"))
+        if not name:
+            return None
+        return cls(
+            name=name,
+            max_concurrent=_opt_int(data.get("max_concurrent")),
+            in_flight=_int(data.get("in_flight")),
+            requests=_int(data.get("requests")),
+            refused=_int(data.get("refused")),
+            tokens=_int(data.get("tokens")),
+            cost_usd=_num(data.get("cost_usd"), 0.0) or 0.0,
+        )
+
+
+@dataclass(frozen=True)
 class Proxy:
     listen: str = ""
     version: str = ""
@@ -286,6 +315,7 @@ class State:
     capacity: Capacity
     activity: tuple[ActivityLine, ...]
     totals: Usage
+    clients: tuple[Client, ...] = ()
 
     def account(self, name: str) -> Account | None:
         return next((account for account in self.accounts if account.name == name), None)
@@ -323,4 +353,5 @@ def parse_state(raw: Any) -> State:
         capacity=Capacity.parse(raw.get("capacity")),
         activity=activity,
         totals=Usage.parse(raw.get("totals")),
+        clients=tuple(c for c in map(Client.parse, _list(raw.get("clients"))) if c is not None),
     )

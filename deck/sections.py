@@ -16,7 +16,7 @@ from deck import fmt
 from deck.controller import Ui
 from deck.fleet import AccountGroup, AgentView, Fleet, IssueRow, SessionView
 from deck.locallog import LocalLine
-from deck.model import Account, ActivityLine, Capacity, State, Window
+from deck.model import Account, ActivityLine, Capacity, Client, State, Window
 from deck.tree import Tree, tree_lines
 
 WEEK_S = 7 * 86400
@@ -391,6 +391,33 @@ def issue_row(row: IssueRow, width: int) -> Text:
     line += cell(fmt.money(row.cost_usd), 8, style="dim", right=True)
     if row.title:
         line.append(f"  {row.issue_id}", style="grey50")
+    return cut(line, width)
+
+
+# ── clients ──────────────────────────────────────────────────────────────────────────────
+
+
+def clients_title(count: int, shown: int, width: int) -> Text:
+    line = Text("Clients", style="bold underline")
+    line.append(f" · {count} keys")
+    if shown < count:
+        line.append(f" (busiest {shown})", style="dim")
+    return cut(line, width)
+
+
+def client_row(client: Client, width: int) -> Text:
+    """name, in flight (of its limit, red when at it), requests, refused, tokens, cost."""
+    line = Text("  ")
+    line += cell(client.name, _label_width(width), style="bold")
+    limit = client.max_concurrent
+    full = limit is not None and client.in_flight >= limit
+    flight = f"{client.in_flight}/{limit}" if limit is not None else str(client.in_flight)
+    line += cell(flight, 6, style="bold red" if full else "", right=True)
+    line += cell(f"{client.requests} req", 9, right=True)
+    line += cell(f"{client.refused} 429" if client.refused else "", 8, style="yellow", right=True)
+    line += cell(fmt.tokens(client.tokens), 7, right=True)
+    line.append(" ")
+    line += cell(fmt.money(client.cost_usd), 8, style="dim", right=True)
     return cut(line, width)
 
 

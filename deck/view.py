@@ -28,6 +28,7 @@ SUMMARY_ACTIVITY = 10
 # (title + 2 lines) even when sessions could use every line.
 ACTIVITY_RESERVE_FROM = 12
 ACTIVITY_RESERVED = 3
+CLIENTS_SHOWN = 5
 GUTTER = " │ "
 
 
@@ -179,9 +180,11 @@ def _share_rows(wanted: list[int], room: int) -> list[int]:
 
 
 def _side(frame: Frame, width: int, room: int, issues_collapsed: int, activity_limit: int | None) -> list[Text]:
-    """By-issue list, then as much of the activity log as fits."""
+    """By-issue list, the clients (when there are client keys), then as much of the
+    activity log as fits."""
     lines: list[Text] = []
     fleet = frame.fleet
+    clients = frame.snapshot.state.clients if frame.snapshot.state is not None else ()
     issues_room = room - ACTIVITY_RESERVED if activity_limit is None else room
     if fleet is not None and fleet.issues and issues_room >= 2:
         limit = len(fleet.issues) if frame.ui.issues_expanded else issues_collapsed
@@ -189,6 +192,14 @@ def _side(frame: Frame, width: int, room: int, issues_collapsed: int, activity_l
         lines.append(sections.issues_title(len(fleet.issues), shown, width))
         lines += [sections.issue_row(row, width) for row in fleet.issues[:shown]]
         room -= len(lines)
+    clients_room = room - ACTIVITY_RESERVED if activity_limit is None else room
+    if clients and clients_room >= 2:
+        busiest = sorted(clients, key=lambda c: (-c.in_flight, -c.requests))
+        shown = min(len(clients), CLIENTS_SHOWN, clients_room - 1)
+        part = [sections.clients_title(len(clients), shown, width)]
+        part += [sections.client_row(client, width) for client in busiest[:shown]]
+        lines += part
+        room -= len(part)
     if room >= 2:
         state = frame.snapshot.state
         activity = sections.activity_lines(state.activity if state else (), frame.local, width)

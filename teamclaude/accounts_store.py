@@ -29,6 +29,7 @@ import yaml
 from routing.types import AccountKind, AccountSpec
 from teamclaude import yamlsafe
 from teamclaude.atomic import atomic_write, leftover_temp_files
+from teamclaude.client_keys import BadClientKey, ClientKey, parse_record
 from teamclaude.paths import display_path, fingerprint
 from teamclaude.token_journal import ReceivedPair, TokenJournal
 
@@ -106,6 +107,7 @@ class AccountsDoc:
 
     proxy_key: str | None = None
     accounts: list[Account] = field(default_factory=list)
+    client_keys: list[ClientKey] = field(default_factory=list)  # `teamclaude keys`
     extra: dict[str, Any] = field(default_factory=dict)
 
     def get(self, name: str) -> Account | None:
@@ -138,7 +140,8 @@ class AccountsDoc:
 
     def __repr__(self) -> str:
         key = "<set>" if self.proxy_key else "None"
-        return f"AccountsDoc(proxy_key={key}, accounts={self.accounts!r}, extra={list(self.extra)!r})"
+        return (f"AccountsDoc(proxy_key={key}, accounts={self.accounts!r}, client_keys={self.client_keys!r}, "
+                f"extra={list(self.extra)!r})")
 
 
 class AccountsError(ValueError):
@@ -368,6 +371,8 @@ def dump_accounts(doc: AccountsDoc) -> str:
     if doc.proxy_key is not None:
         data["proxy_key"] = doc.proxy_key
     data["accounts"] = [_account_to_dict(a) for a in doc.accounts]
+    if doc.client_keys:
+        data["client_keys"] = [record.to_dict() for record in doc.client_keys]
     data.update(doc.extra)
     body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=4096)
     return _FILE_HEADER + body + _END_MARK
@@ -408,6 +413,8 @@ def _parse(text: str) -> AccountsDoc:
             doc.proxy_key = _construct(node)
         elif key == "accounts":
             doc.accounts = _parse_account_list(node)
+        elif key == "client_keys":
+            doc.client_keys = _parse_client_keys(node)
         else:
             doc.extra[key] = _construct(node)
     return doc
@@ -431,6 +438,31 @@ def _parse_account_list(node: yaml.Node) -> list[Account]:
         first_line[account.name] = _line(item)
         accounts.append(account)
     return accounts
+
+
+def _parse_client_keys(node: yaml.Node) -> list[ClientKey]:
+    """The `client_keys:` list (`teamclaude keys`): records of `teamclaude.client_keys`."""
+    if isinstance(node, yaml.ScalarNode) and _construct(node) is None:
+        return []
+    if not isinstance(node, yaml.SequenceNode):
+        raise _Problem(_line(node), "'client_keys' must be a list ('- name: ...'), as 'teamclaude keys add' writes it")
+    records: list[ClientKey] = []
+    first_line: dict[str, int] = {}
+    for position, item in enumerate(node.value, start=1):
+        if not isinstance(item, yaml.MappingNode):
+            raise _Problem(_line(item), f"client key #{position} must be a mapping with 'name' and 'sha256'")
+        entries = _pairs(item, f"client key #{position}")
+        try:
+            record = parse_record({key: _construct(value) for key, value in entries})
+        except BadClientKey as exc:
+            at = next((value for key, value in entries if key == exc.field), item)
+            raise _Problem(_line(at), str(exc)) from None
+        if record.name in first_line:
+            raise _Problem(_line(item), f"client key name '{record.name}' is used twice "
+                                        f"(also line {first_line[record.name]}); names must be unique")
+        first_line[record.name] = _line(item)
+        records.append(record)
+    return records
 
 
 def _parse_account(node: yaml.Node, position: int) -> Account:

@@ -264,7 +264,7 @@ class TeamClaude:
             req.path = target  # what is decided on below is what goes upstream
         path = target.split("?", 1)[0]
         route = routes.decide(req.method, path, req.headers, reverse=reverse,
-                              telemetry=service.settings.telemetry, proxy_key=service.proxy_key)
+                              telemetry=service.settings.telemetry, keys=service.keys)
         if route is Route.POOLED:
             await pool.start(flow)
             return
@@ -272,7 +272,7 @@ class TeamClaude:
         if route is Route.LOCAL:
             await self._answer_local(flow, path)
         elif route is Route.PASS_THROUGH:
-            rewrite.strip_proxy_key(req.headers, service.proxy_key)
+            rewrite.strip_proxy_key(req.headers, service.keys)
             req.headers.pop(PIN_HEADER, None)  # teamclaude's own header never goes upstream
         elif route is Route.TELEMETRY_DROP:
             mitm_compat.mark_killed(flow)
@@ -282,18 +282,18 @@ class TeamClaude:
     @staticmethod
     def _forward_elsewhere(flow: http.HTTPFlow, service: Service) -> None:
         """Forward mode, a host that is not the upstream: relayed only for keyed clients."""
-        if gate.key_matches(flow.request.headers, service.proxy_key):
-            own_flows.mark(flow, own_flows.PASS_THROUGH, "forwarded to another host (proxy key presented)")
-            rewrite.strip_proxy_key(flow.request.headers, service.proxy_key)
+        if gate.key_matches(flow.request.headers, service.keys):
+            own_flows.mark(flow, own_flows.PASS_THROUGH, "forwarded to another host (key presented)")
+            rewrite.strip_proxy_key(flow.request.headers, service.keys)
             flow.request.headers.pop(PIN_HEADER, None)
             return
-        own_flows.mark(flow, own_flows.REFUSED, "refused: not the upstream and no proxy key")
+        own_flows.mark(flow, own_flows.REFUSED, "refused: not the upstream and no key")
         flow.response = errors.response(403, "permission_error", errors.FORWARD_REFUSED)
 
     async def _answer_local(self, flow: http.HTTPFlow, path: str) -> None:
         service = self.service
         assert service is not None
-        if not gate.key_matches(flow.request.headers, service.proxy_key):
+        if not gate.key_matches(flow.request.headers, service.keys):
             flow.response = errors.response(401, "authentication_error", errors.missing_key_message())
             return
         status, document = await endpoints.answer(
@@ -306,13 +306,13 @@ class TeamClaude:
         if service is None:
             flow.response = errors.response(503, "api_error", f"teamclaude cannot route: {self.broken}")
         else:
-            flow.response = admission.tunnel_refusal(flow, service.settings.upstream, service.proxy_key)
+            flow.response = admission.tunnel_refusal(flow, service.settings.upstream, service.keys)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """A request that will be refused anyway is answered before a large body is read."""
         service = self.service
         if service is not None and flow.response is None:
-            refusal = admission.refusal_before_body(flow, service.settings.upstream, service.proxy_key)
+            refusal = admission.refusal_before_body(flow, service.settings.upstream, service.keys)
             if refusal is not None:
                 admission.answer_without_reading(flow, refusal)
 

@@ -48,6 +48,7 @@ class Attempt(Exchange):
         meta: dict[str, Any] = {
             "kind": "pooled",
             "account": decision.account if decision else None,
+            "client": self.client,
             "reason": decision.reason if decision else None,
             "detail": decision.detail if decision else None,
             "session": self.request.session_id,
@@ -80,6 +81,8 @@ class Attempt(Exchange):
         else:
             parts.append("no account could serve")
         text = " ".join(parts)
+        if self.client is not None:
+            text = f"[{self.client}] {text}"
         if outcome:
             text += f" → {outcome.get('status')}"
             if outcome.get("tokens"):

@@ -101,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     priority.add_argument("name", help="the account's name (see 'teamclaude accounts')")
     priority.add_argument("priority", metavar="N", help="an integer, default 0 (negative numbers go before 0)")
 
+    keys = command("keys", _lazy("teamclaude.cli_keys:cmd_keys"), "per-client keys: one key per person or machine")
+    keys_commands = keys.add_subparsers(dest="keys_command", metavar="SUBCOMMAND", required=True)
+    keys_add = keys_commands.add_parser("add", help="make a new client key (shown once)")
+    keys_add.add_argument("name", help="letters, digits, '-', '_', '.' (at most 64)")
+    keys_add.add_argument("--max-concurrent", metavar="N", type=int,
+                          help="at most N requests in flight for this client (more get a 429)")
+    keys_commands.add_parser("list", help="list client keys (names, limits, usage; never the keys)")
+    keys_remove = keys_commands.add_parser("remove", help="remove a client key (refused from then on)")
+    keys_remove.add_argument("name", help="the client key's name (see 'teamclaude keys list')")
+    for sub in keys_commands.choices.values():
+        sub.set_defaults(command_parser=sub)
+
     command("env", _lazy("teamclaude.cli_proxy:cmd_env"), "print the shell exports that send Claude Code through the proxy")
 
     run = command("run", _lazy("teamclaude.cli_proxy:cmd_run"), "run Claude Code through the proxy (teamclaude run -- ARGS)")

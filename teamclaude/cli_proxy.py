@@ -270,9 +270,30 @@ def render_status(status: dict[str, Any], out: Console, *, now: float) -> None:
     if isinstance(totals, dict):
         out.print(f"total: {totals.get('requests', 0)} requests · {tokens(totals.get('tokens'))} tokens · "
                   f"{dollars(totals.get('cost_usd'))}", highlight=False)
+    clients = [c for c in status.get("clients") or [] if isinstance(c, dict)]
+    if clients:
+        render_clients(clients, out)
     shared = status.get("shared")
     if isinstance(shared, dict):
         render_shared(shared, out, now=now)
+
+
+def render_clients(clients: list[dict[str, Any]], out: Console) -> None:
+    """Per-client usage since the proxy started (`teamclaude keys`)."""
+    table = Table()
+    for column in ("client", "in flight", "requests", "refused", "tokens", "cost"):
+        table.add_column(column, justify="left" if column == "client" else "right")
+    for client in clients:
+        limit = client.get("max_concurrent")
+        table.add_row(
+            escape(str(client.get("name", "?"))),
+            f"{client.get('in_flight', 0)}/{limit}" if limit else str(client.get("in_flight", 0)),
+            str(client.get("requests", 0)),
+            str(client.get("refused", 0)),
+            tokens(client.get("tokens")),
+            dollars(client.get("cost_usd")),
+        )
+    out.print(table)
 
 
 def render_shared(shared: dict[str, Any], out: Console, *, now: float) -> None:

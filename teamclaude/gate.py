@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
-import hmac
 import re
 import string
 from collections.abc import Iterator, Mapping
 from typing import Literal
+
+from teamclaude.client_keys import Holder, Keyring
 
 KEY_HEADER = "x-teamclaude-key"
 
@@ -114,7 +115,7 @@ def normalize_target(target: str) -> str:
 
 
 def _key_in(name: str, value: str) -> str | None:
-    """The proxy key a client may have put in this header field, if the field can hold one:
+    """The key (proxy key or client key) a client may have put in this header field, if the field can hold one:
     the whole value of `x-teamclaude-key` / `x-api-key`, the token of `authorization: Bearer`
     or `proxy-authorization: Bearer` (any whitespace around and between, any case of the
     scheme), the password of `proxy-authorization: Basic` (a forward proxy's own credential)."""
@@ -132,12 +133,11 @@ def _key_in(name: str, value: str) -> str | None:
     return None
 
 
-def is_proxy_key(name: str, value: str, proxy_key: str) -> bool:
-    """Whether header field `name: value` carries the proxy key: the one notion of a match,
-    for accepting a request and for taking the key out of a pass-through one."""
+def holder_in(name: str, value: str, keys: Keyring) -> Holder | None:
+    """Whose key header field `name: value` carries (the proxy key or a client key), if any:
+    the one notion of a match, for accepting a request and for taking the key out of it."""
     key = _key_in(name.lower(), value)
-    expected = proxy_key.encode("utf-8", "surrogateescape")
-    return bool(key) and bool(expected) and hmac.compare_digest(key.encode("utf-8", "surrogateescape"), expected)
+    return keys.holder(key) if key else None
 
 
 def _key_fields(headers: Mapping[str, str]) -> Iterator[tuple[str, str]]:
@@ -155,9 +155,18 @@ def _key_fields(headers: Mapping[str, str]) -> Iterator[tuple[str, str]]:
             yield raw_name.decode("latin-1").lower(), raw_value.decode("utf-8", "surrogateescape")
 
 
-def key_matches(headers: Mapping[str, str], proxy_key: str) -> bool:
-    """Whether any presented field carries the proxy key (each compared in constant time)."""
-    matched = False
+def key_holder(headers: Mapping[str, str], keys: Keyring) -> Holder | None:
+    """Who the request's key belongs to, None without an accepted key. Every presented field
+    is checked; a client key names the client even beside the proxy key (the first one in
+    header order when there are several)."""
+    found: Holder | None = None
     for name, value in _key_fields(headers):
-        matched |= is_proxy_key(name, value, proxy_key)
-    return matched
+        holder = holder_in(name, value, keys)
+        if holder is not None and (found is None or (found.client is None and holder.client is not None)):
+            found = holder
+    return found
+
+
+def key_matches(headers: Mapping[str, str], keys: Keyring) -> bool:
+    """Whether any presented field carries an accepted key (`key_holder`)."""
+    return key_holder(headers, keys) is not None

@@ -75,6 +75,6 @@ def finish(flow: http.HTTPFlow, log_flow: Callable[[http.HTTPFlow, dict[str, Any
     log_flow(flow, {
         "kind": kind, "status": response.status_code if response is not None else None,
         "duration_ms": round(((ended or started) - started) * 1000),
-        "account": None, "reason": meta.get("reason"),
+        "account": None, "client": meta.get("client"), "reason": meta.get("reason"),
         "error": flow.error.msg if flow.error else None,
     })

@@ -19,8 +19,9 @@ from mitmproxy.hooks import UpdateHook
 from routing.lifecycle import Failed, LifecycleSettings, NoAccount, Outcome, Refreshed, Send, Step, Upstream, Wait, Woke, exchange
 from routing.ratelimits import parse_ratelimit_headers
 from routing.rules import Refusal
-from teamclaude import errors, mitm_compat, own_flows, request_body, rewrite, stored_flows, tool_pairs, user_id
+from teamclaude import errors, gate, mitm_compat, own_flows, request_body, rewrite, stored_flows, tool_pairs, user_id
 from teamclaude.accounts_store import Account
+from teamclaude.client_keys import ClientKey
 from teamclaude.attempt import HOLD_MARK, Attempt
 from teamclaude.credentials import NeedsLogin, OAuthError, UnknownAccount
 from teamclaude.hold import hold_ceiling_s, throttled_response_parts
@@ -33,6 +34,8 @@ logger = logging.getLogger("teamclaude")
 
 # Wire bytes of a streamed response kept so mitmweb can show it after the stream ended.
 KEEP_STREAM_BYTES = 4 * 1024 * 1024
+# A client at its `max_concurrent` is told to retry after this many seconds.
+CLIENT_LIMIT_RETRY_AFTER_S = 2
 
 
 class Pool:
@@ -49,7 +52,8 @@ class Pool:
         """A keyed request to a pooled path: read it, choose an account, rewrite the request."""
         req = flow.request
         service = self.service
-        rewrite.strip_proxy_key(req.headers, service.proxy_key)  # never shown while the request waits
+        holder = gate.key_holder(req.headers, service.keys)
+        rewrite.strip_proxy_key(req.headers, service.keys)  # never shown while the request waits
         try:
             body = await request_body.read(req.path.split("?", 1)[0], req.headers, req.raw_content)
         except BodyTooLarge:
@@ -61,7 +65,11 @@ class Pool:
             own_flows.mark(flow, own_flows.REFUSED, f"refused: {info.message}")
             flow.response = errors.response(info.status, info.kind, info.message)
             return
-        attempt = Attempt(info, started=service.clock())
+        client = holder.client if holder is not None else None
+        if client is not None and not service.clients.begin(client):  # counted until `finish`
+            self._refuse_over_limit(flow, client)
+            return
+        attempt = Attempt(info, started=service.clock(), client=client.name if client is not None else None)
         self.attempts[flow.id] = attempt
         self.flows[flow.id] = flow
         await _repair_tool_blocks(flow, attempt, body.content)
@@ -76,6 +84,18 @@ class Pool:
             return
         assert isinstance(step, Send), step  # nothing else comes before the first answer
         self._start_header_timer(flow, attempt)
+
+    def _refuse_over_limit(self, flow: http.HTTPFlow, client: ClientKey) -> None:
+        """The client has `max_concurrent` requests in flight: a 429 from the proxy itself,
+        before any account is chosen."""
+        message = (f"teamclaude: client '{client.name}' already has {client.max_concurrent} requests in flight, "
+                   "its limit (max_concurrent); retry when one finishes")
+        own_flows.mark(flow, own_flows.REFUSED, f"refused: client '{client.name}' at its limit of "
+                                                f"{client.max_concurrent} requests in flight")
+        flow.metadata["teamclaude"]["client"] = client.name
+        flow.response = errors.response(429, "rate_limit_error", message)
+        flow.response.headers["retry-after"] = str(CLIENT_LIMIT_RETRY_AFTER_S)
+        self.service.changed()
 
     def lifecycle_settings(self) -> LifecycleSettings:
         settings = self.service.settings
@@ -265,6 +285,10 @@ class Pool:
         if attempt.decision is not None:  # failed attempts' tickets: released by the lifecycle
             self.service.router.release(attempt.decision.ticket, self.service.clock(), usage, status)
             self.service.changed()
+        if attempt.client is not None:
+            cost = self.service.router.prices.cost(usage) if usage is not None else 0.0
+            self.service.clients.end(attempt.client, usage.total if usage is not None else 0, cost)
+            self.service.changed()
         try:
             if self.service.shared is not None:
                 self._share_finish(flow, attempt, usage)
@@ -289,7 +313,7 @@ class Pool:
         meta = flow.metadata["teamclaude"]
         self._log_flow(flow, {
             "kind": "pooled", "status": status, "duration_ms": duration_ms,
-            "account": account, "session": meta["session"], "model": meta["model"], "stream": meta["stream"],
+            "account": account, "client": attempt.client, "session": meta["session"], "model": meta["model"], "stream": meta["stream"],
             "reason": meta["reason"], "detail": meta["detail"],
             "failovers": meta.get("failed_attempts", []), "held_s": meta.get("held_s", 0.0),
             "notes": meta.get("notes", []), "error": flow.error.msg if flow.error else None,

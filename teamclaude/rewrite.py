@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from teamclaude.gate import KEY_HEADER, is_proxy_key
+from teamclaude.client_keys import Keyring
+from teamclaude.gate import KEY_HEADER, holder_in
 
 OAUTH_BETA = "oauth-2025-04-20"
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", KEY_HEADER)
@@ -68,15 +69,15 @@ def _replace_credentials(headers: HeaderFields, name: bytes, value: str, betas) 
     headers.fields = tuple(kept)
 
 
-def strip_proxy_key(headers: HeaderFields, proxy_key: str) -> None:
-    """For pass-through paths: drop `x-teamclaude-key`, and `authorization` / `x-api-key` when
-    they carry the proxy key (`gate.is_proxy_key`, the test that accepts it), keeping the
-    client's own tokens."""
+def strip_proxy_key(headers: HeaderFields, keys: Keyring) -> None:
+    """Drop `x-teamclaude-key`, and `authorization` / `x-api-key` when they carry the proxy
+    key or a client key (`gate.holder_in`, the test that accepts them), keeping the client's
+    own tokens."""
     key_header = KEY_HEADER.encode()
     headers.fields = tuple(
         field for field in headers.fields
         if field[0].lower() != key_header
-        and not is_proxy_key(field[0].decode("latin-1"), field[1].decode("utf-8", "surrogateescape"), proxy_key)
+        and holder_in(field[0].decode("latin-1"), field[1].decode("utf-8", "surrogateescape"), keys) is None
     )
 
 

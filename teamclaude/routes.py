@@ -3,7 +3,7 @@
 Checked in this order: a browser is refused; local endpoints (reverse mode), Claude Code's
 preconnects and telemetry (per the `telemetry` setting) are answered without an account;
 pass-through paths keep the client's own credentials; everything else needs the proxy key
-and is pooled.
+or a client key and is pooled.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from enum import Enum
 from urllib.parse import urlsplit
 
 from teamclaude import endpoints, gate
+from teamclaude.client_keys import Keyring
 
 
 class Route(Enum):
@@ -27,7 +28,7 @@ class Route(Enum):
 
 
 def decide(method: str, path: str, headers: Mapping[str, str], *, reverse: bool,
-           telemetry: gate.TelemetryMode, proxy_key: str) -> Route:
+           telemetry: gate.TelemetryMode, keys: Keyring) -> Route:
     """The route of a request to `path` (normalized, without the query)."""
     if gate.is_browser_request(headers):
         return Route.BROWSER
@@ -42,7 +43,7 @@ def decide(method: str, path: str, headers: Mapping[str, str], *, reverse: bool,
         return Route.TELEMETRY_DROP
     if gate.is_pass_through(method, path):
         return Route.PASS_THROUGH
-    if not gate.key_matches(headers, proxy_key):
+    if not gate.key_matches(headers, keys):
         return Route.NO_KEY
     return Route.POOLED
 

@@ -23,6 +23,8 @@ from teamclaude import __version__, account_controls
 from teamclaude.account_uuids import AccountUuids
 from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore
 from teamclaude.activity import ActivityLog
+from teamclaude.client_keys import Keyring
+from teamclaude.client_usage import ClientUsage
 from teamclaude.credentials import CredentialManager
 from teamclaude.hold import Holds, Waker
 from teamclaude.paths import display_path, fingerprint
@@ -89,6 +91,11 @@ def load_config(config_path: Path | None, *, first_run: bool = True) -> Loaded:
     return Loaded(settings, accounts, settings_fingerprint, accounts_fingerprint)
 
 
+def keyring_of(accounts: AccountsDoc) -> Keyring:
+    """The keys the proxy accepts: the proxy key and the file's client keys."""
+    return Keyring(accounts.proxy_key or "", accounts.client_keys)
+
+
 def _recover_tokens(store: AccountsStore) -> None:
     """At start: adopt token pairs a killed or failed write left behind (journal, temp files).
     A file that cannot be written now keeps them where they are for the next write."""
@@ -107,6 +114,8 @@ class Service:
         self.clock = clock
         self.settings = loaded.settings
         self.accounts = loaded.accounts
+        self.keys = keyring_of(self.accounts)
+        self.clients = ClientUsage()
         self._fingerprints = (loaded.settings_fingerprint, loaded.accounts_fingerprint)
         self.store = AccountsStore(self.settings.accounts_file)
         self.router = Router(
@@ -251,6 +260,7 @@ class Service:
             **engine,
             "shared": self.shared.status() if self.shared is not None else None,
             "activity": self.activity.lines(),
+            "clients": self.clients.snapshot(self.keys.clients),
             "persist": self.router.export_persistent(now),
         }
 
@@ -360,6 +370,7 @@ class Service:
         self.account_uuids.configure(self.store, new)
         self.writer.path = new.state_file
         self.accounts = loaded.accounts
+        self.keys = keyring_of(self.accounts)
         self.router.set_accounts([a.to_spec() for a in self.accounts.accounts])
         self.credentials.reload(self.accounts)
         for account in self.accounts.accounts:

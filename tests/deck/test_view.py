@@ -239,3 +239,24 @@ def test_an_unsaved_token_and_a_failing_refresh_are_shown_on_their_accounts(tmp_
     assert "new token not saved (cannot write accounts.yaml: No space left on device; retrying)" in line_with(text, first["name"])
     assert "refresh failing (cannot reach 127.0.0.1:9: Connection refused)" in line_with(text, second["name"])
     assert "new token not saved" in screen(monitor.frame(), 80, 24)
+
+
+def test_clients_section_only_when_there_are_client_keys(tmp_path, monitor):
+    assert "Clients" not in screen(monitor.frame(), 160, 48)
+    state = json.loads((FIXTURES / "fleet.json").read_text())
+    state["clients"] = [
+        {"name": "laptop", "created_at": NOW - 86400, "max_concurrent": None, "in_flight": 1, "requests": 12,
+         "refused": 0, "tokens": 48_000, "cost_usd": 1.25},
+        {"name": "ci-runner", "created_at": NOW - 600, "max_concurrent": 2, "in_flight": 2, "requests": 40,
+         "refused": 3, "tokens": 2_100_000, "cost_usd": 17.5},
+    ]
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state))
+    frame = Frame(StateReader(path).poll(), None, NOW)
+    for width, height in ((160, 48), (100, 40)):
+        text = screen(frame, width, height)
+        assert "Clients · 2 keys" in text
+        ci, laptop = line_with(text, "ci-runner"), line_with(text, "laptop")
+        assert text.index("ci-runner") < text.index("laptop")  # the busiest first
+        assert "2/2" in ci and "40 req" in ci and "3 429" in ci and "2.1M" in ci and "$17.50" in ci
+        assert "12 req" in laptop and "48.0k" in laptop and "$1.25" in laptop

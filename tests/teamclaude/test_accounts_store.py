@@ -20,6 +20,7 @@ from teamclaude.accounts_store import (
     dump_accounts,
     merge_duplicates,
 )
+from teamclaude.client_keys import create
 from teamclaude.token_journal import ReceivedPair
 
 FORK = multiprocessing.get_context("fork")
@@ -173,6 +174,20 @@ def test_merge_duplicates_keeps_newest_tokens() -> None:
         ("accounts:\n  - name: bob\n    name: bob\n", "line 3: account #1: 'name' is set twice"),
         ("accounts: [\n", "not valid YAML"),
         ("- a\n", "line 1: expected 'proxy_key:' and 'accounts:'"),
+        ("client_keys:\n  - name: ci\n    sha256: nothex\n    created_at: 1\n",
+         "line 3: client key 'ci': 'sha256' must be 64 lowercase hex digits"),
+        ("client_keys:\n  - name: ci\n    sha256: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n    created_at: 1\n    max_concurrent: 0\n",
+         "line 5: client key 'ci': 'max_concurrent' must be a positive integer, got 0"),
+        ("client_keys:\n  - name: c i\n    sha256: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n    created_at: 1\n",
+         "line 2: client name 'c i' is not allowed"),
+        ("client_keys:\n  - sha256: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n    created_at: 1\n", "line 2: a client key needs a 'name'"),
+        ("client_keys:\n  - name: ci\n    sha256: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n    created_at: soon\n",
+         "line 4: client key 'ci': 'created_at' must be epoch milliseconds, got 'soon'"),
+        ("client_keys:\n  - name: ci\n    sha256: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n    created_at: 1\n"
+         "  - name: ci\n    sha256: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n    created_at: 2\n",
+         "line 5: client key name 'ci' is used twice (also line 2)"),
+        ("client_keys: {name: ci}\n", "line 1: 'client_keys' must be a list"),
+        ("client_keys:\n  - ci\n", "line 2: client key #1 must be a mapping"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -350,3 +365,18 @@ def test_the_engine_is_told_each_accounts_plan_and_email():
     """The pool's quota weighs accounts by plan, and the state file shows both."""
     spec = Account(name="alice", type="oauth", email="alice@example.com", plan="max", priority=2).to_spec()
     assert (spec.name, spec.kind, spec.email, spec.plan, spec.priority) == ("alice", "oauth", "alice@example.com", "max", 2)
+
+
+def test_client_keys_round_trip_with_unknown_fields_and_no_key_in_the_file(tmp_path: Path) -> None:
+    store = store_with(tmp_path, SAMPLE + "client_keys:\n  - name: ci\n    sha256: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n    created_at: 5\n    owner: ops\n")
+    doc = store.read()
+    assert [(k.name, k.sha256, k.created_at, k.max_concurrent, k.extra) for k in doc.client_keys] == [
+        ("ci", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 5, None, {"owner": "ops"})]
+    key, record = create("laptop", 2, 7)
+    store.update(lambda d: d.client_keys.append(record))
+    text = store.path.read_text()
+    assert key not in text and record.sha256 in text and "owner: ops" in text and "future_top_level" in text
+    assert [k.name for k in store.read().client_keys] == ["ci", "laptop"]
+    assert store.read().client_keys[1] == record
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert record.sha256 not in repr(store.read())

@@ -2,6 +2,7 @@ from hypothesis import given, settings, strategies as st
 from mitmproxy.http import Headers
 
 from teamclaude import rewrite
+from teamclaude.client_keys import Keyring
 from teamclaude.rewrite import OAUTH_BETA
 
 
@@ -117,8 +118,8 @@ def test_single_pass_rewrites_match_the_mapping_api(pairs):
 def test_strip_proxy_key_keeps_the_clients_own_credentials():
     key = "tc-proxy-key"
     h = headers(("X-Teamclaude-Key", key), ("Authorization", "Bearer client-oauth"), ("x-api-key", key), ("accept", "*/*"))
-    rewrite.strip_proxy_key(h, key)
+    rewrite.strip_proxy_key(h, Keyring(key))
     assert h.fields == ((b"Authorization", b"Bearer client-oauth"), (b"accept", b"*/*"))
     h = headers(("authorization", f"Bearer {key}"), ("x-api-key", "sk-ant-client"))
-    rewrite.strip_proxy_key(h, key)
+    rewrite.strip_proxy_key(h, Keyring(key))
     assert h.fields == ((b"x-api-key", b"sk-ant-client"),)
