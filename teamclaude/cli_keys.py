@@ -20,7 +20,8 @@ from teamclaude.cli_common import CommandError, dollars, tokens
 from teamclaude.client_keys import BadClientKey, ClientKey
 from teamclaude.gate import KEY_HEADER
 from teamclaude.paths import display_path
-from teamclaude.settings import load_settings
+from teamclaude.settings import Settings, load_settings
+from teamclaude.shared import clients as shared_clients
 from teamclaude.statefile import read_state
 
 PICKED_UP = "A running proxy picks the change up within seconds."
@@ -47,10 +48,17 @@ def _add(args: argparse.Namespace, out: Console) -> int:
                                f"or replace it with 'teamclaude keys remove {record.name}' first")
         doc.client_keys.append(record)
 
-    AccountsStore(settings.accounts_file).update(add)
+    if settings.shared_state:
+        # A pool's keys live in the shared state only, so a removal anywhere revokes the key
+        # everywhere (behaviour §14); this machine's file keeps its own keys only.
+        add(AccountsStore(settings.accounts_file).read())  # only checks: a name this file has is taken
+        _shared(shared_clients.add, settings.shared_state, record)
+    else:
+        AccountsStore(settings.accounts_file).update(add)
     limit = f", at most {record.max_concurrent} requests in flight" if record.max_concurrent else ""
     out.print(f"Added client key '{escape(record.name)}'{limit}. {PICKED_UP}", highlight=False)
-    out.print("The key is shown only now; the accounts file keeps only its hash. On that machine, "
+    kept = "the pool's shared state" if settings.shared_state else "the accounts file"
+    out.print(f"The key is shown only now; {kept} keeps only its hash. On that machine, "
               "point Claude Code at the proxy (ANTHROPIC_BASE_URL, as 'teamclaude env' prints it) and send the key:",
               highlight=False)
     print(f'export ANTHROPIC_CUSTOM_HEADERS="{KEY_HEADER}: {key}"')
@@ -68,17 +76,42 @@ def _remove(args: argparse.Namespace, out: Console) -> int:
             doc.client_keys.remove(found)
         return found
 
-    if store.update(remove) is None:
-        names = ", ".join(record.name for record in store.read().client_keys) or "none"
+    found_here = store.update(remove) is not None
+    found_shared = False
+    if settings.shared_state:
+        try:
+            found_shared = shared_clients.remove(settings.shared_state, args.name)
+        except shared_clients.SharedKeysError as exc:
+            where = "Removed it from this machine's accounts file, but not from the pool: " if found_here else ""
+            raise CommandError(f"{where}{exc}; the pool's proxies accept the key until "
+                               f"'teamclaude keys remove {args.name}' succeeds") from None
+    if not (found_here or found_shared):
+        names = ", ".join(record.name for record in _records(settings, store)) or "none"
         raise CommandError(f"no client key named '{args.name}' (client keys: {names})")
     out.print(f"Removed client key '{escape(args.name)}': it is refused from now on. {PICKED_UP}", highlight=False)
     return 0
 
 
+def _shared(operation: Any, *args: Any) -> Any:
+    try:
+        return operation(*args)
+    except shared_clients.SharedKeysError as exc:
+        raise CommandError(f"{exc}; nothing was changed") from None
+
+
+def _records(settings: Settings, store: AccountsStore) -> list[ClientKey]:
+    """This machine's client keys, and with `shared_state` the pool's (the file's first)."""
+    records = list(store.read().client_keys)
+    if settings.shared_state:
+        known = {record.name for record in records}
+        records += [r for r in _shared(shared_clients.read, settings.shared_state) if r.name not in known]
+    return records
+
+
 def _list(args: argparse.Namespace, out: Console) -> int:
     settings = load_settings()
     store = AccountsStore(settings.accounts_file)
-    records = store.read().client_keys
+    records = _records(settings, store)
     if not records:
         out.print("No client keys yet: add one with 'teamclaude keys add NAME'.")
         return 0

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from teamclaude import __version__, account_controls
 from teamclaude.account_uuids import AccountUuids
 from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore
 from teamclaude.activity import ActivityLog
-from teamclaude.client_keys import Keyring
+from teamclaude.client_keys import ClientKey, Keyring
 from teamclaude.client_usage import ClientUsage
 from teamclaude.credentials import CredentialManager
 from teamclaude.hold import Holds, Waker
@@ -91,9 +92,10 @@ def load_config(config_path: Path | None, *, first_run: bool = True) -> Loaded:
     return Loaded(settings, accounts, settings_fingerprint, accounts_fingerprint)
 
 
-def keyring_of(accounts: AccountsDoc) -> Keyring:
-    """The keys the proxy accepts: the proxy key and the file's client keys."""
-    return Keyring(accounts.proxy_key or "", accounts.client_keys)
+def keyring_of(accounts: AccountsDoc, shared: Sequence[ClientKey] = ()) -> Keyring:
+    """The keys the proxy accepts: the proxy key, the file's client keys and the pool's
+    (shared state; a name in the file wins)."""
+    return Keyring(accounts.proxy_key or "", [*accounts.client_keys, *shared])
 
 
 def _recover_tokens(store: AccountsStore) -> None:
@@ -114,6 +116,7 @@ class Service:
         self.clock = clock
         self.settings = loaded.settings
         self.accounts = loaded.accounts
+        self.shared_client_keys: list[ClientKey] = []
         self.keys = keyring_of(self.accounts)
         self.clients = ClientUsage()
         self._fingerprints = (loaded.settings_fingerprint, loaded.accounts_fingerprint)
@@ -140,7 +143,14 @@ class Service:
         self.shared: SharedState | None = None
         if self.settings.shared_state:
             self.shared = SharedState(self.settings.shared_state, self.router, clock, self.changed,
-                                      describe=self.describe_instance)
+                                      describe=self.describe_instance, on_clients=self._take_shared_client_keys)
+
+    def _take_shared_client_keys(self, records: list[ClientKey]) -> None:
+        """The pool's client keys as Redis has them now (kept while Redis is away)."""
+        if records != self.shared_client_keys:
+            self.shared_client_keys = records
+            self.keys = keyring_of(self.accounts, records)
+            self.changed()
 
     def describe_instance(self) -> dict[str, Any]:
         """This proxy as the others see it (shared state): where it listens, what it serves."""
@@ -370,7 +380,7 @@ class Service:
         self.account_uuids.configure(self.store, new)
         self.writer.path = new.state_file
         self.accounts = loaded.accounts
-        self.keys = keyring_of(self.accounts)
+        self.keys = keyring_of(self.accounts, self.shared_client_keys)
         self.router.set_accounts([a.to_spec() for a in self.accounts.accounts])
         self.credentials.reload(self.accounts)
         for account in self.accounts.accounts:

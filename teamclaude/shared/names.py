@@ -59,3 +59,7 @@ INSTANCES = PREFIX + "instances"  # sorted set: instance id, score last heartbea
 def instance(instance_id: str) -> str:
     """String (JSON): what one proxy last reported about itself."""
     return f"{PREFIX}instance:{instance_id}"
+
+
+# Hash: client name -> its record (JSON, the key's hash only), as `teamclaude keys` writes it.
+CLIENTS = PREFIX + "clients"

@@ -13,7 +13,8 @@ this object keeps that view in step with the others':
   while the request lives), so a dead proxy's slots free themselves; the others' counts are
   read every heartbeat and count against each account's in-flight cap;
 - usage: atomic increments per account and per client;
-- holds: a freed slot is announced, and a proxy holding requests looks again at once.
+- holds: a freed slot is announced, and a proxy holding requests looks again at once;
+- client keys (`teamclaude keys`, `teamclaude.shared.clients`): read, never written here.
 
 Writes leave the request path: they are queued and sent in one pipeline by a writer task.
 When Redis is lost the proxy keeps serving from its last view, marked degraded
@@ -38,7 +39,8 @@ from routing.engine import Router
 from routing.ratelimits import RateLimits, parse_ratelimit_headers
 from routing.types import RequestInfo
 from routing.usage import Usage
-from teamclaude.shared import names, scripts
+from teamclaude.client_keys import ClientKey
+from teamclaude.shared import clients, names, scripts
 from teamclaude.shared.connection import async_client, display_url, new_instance_id, sync_client
 
 logger = logging.getLogger("teamclaude")
@@ -74,13 +76,16 @@ class _Write:
 class SharedState:
     def __init__(self, url: str, router: Router, clock: Callable[[], float], on_change: Callable[[], None],
                  *, describe: Callable[[], dict[str, Any]] | None = None,
-                 on_token: Callable[[str], None] | None = None, instance_id: str | None = None) -> None:
+                 on_token: Callable[[str], None] | None = None,
+                 on_clients: Callable[[list[ClientKey]], None] | None = None, instance_id: str | None = None) -> None:
         self.url = url
         self.router = router
         self.clock = clock
         self.on_change = on_change
         self.describe = describe or dict
         self.on_token = on_token
+        self.on_clients = on_clients
+        self._clients_due = True  # the pool's client keys: read at the next heartbeat
         self.instance_id = instance_id or new_instance_id()
         self.healthy = False
         self.degraded_since: float | None = clock()
@@ -345,7 +350,17 @@ class SharedState:
             beats += 1
             if beats % 60 == 0:
                 self._forget_evicted()
+                await client.pexpire(names.CLIENTS, clients.CLIENTS_TTL_MS)  # renewed while proxies run
+            if self._clients_due or beats % 30 == 0:
+                await self._read_clients(client)
             await asyncio.sleep(HEARTBEAT_S)
+
+    async def _read_clients(self, client: redis.asyncio.Redis) -> None:
+        self._clients_due = False
+        records = clients.parse_all(await client.hgetall(names.CLIENTS))
+        self.commands_sent += 1
+        if self.on_clients is not None:
+            self.on_clients(records)
 
     def _forget_evicted(self) -> None:
         """Conversations the router forgot are forgotten here too (memory stays bounded)."""
@@ -449,6 +464,8 @@ class SharedState:
             self._apply_window(account, event)
         elif kind == "token" and isinstance(account, str) and self.on_token is not None:
             self.on_token(account)
+        elif kind == "clients":
+            self._clients_due = True
 
     async def _write(self, client: redis.asyncio.Redis) -> None:
         """The writer: everything queued since the last round trip, in one pipeline."""

@@ -24,6 +24,7 @@ from teamclaude.fakeupstream import FakeUpstream
 from teamclaude.proxyproc import ProxyProcess
 from teamclaude.shared import names
 from teamclaude.shared.state import HEARTBEAT_S, LEASE_S
+from tests.e2e.cli_runner import run_cli
 from tests.e2e.harness import call, message_body, oauth_account, proxy_status, start_proxy, write_config
 
 SESSION_HEADER = "x-claude-code-session-id"
@@ -45,7 +46,9 @@ def start_proxies(tmp_path, fake, redis_server) -> Iterator[Callable[..., list[P
                 cfg = write_config(tmp_path / f"machine-{index}", fake.url, [fake.account("alice"), fake.account("bob")],
                                    oauth_token_url=f"{fake.url}/v1/oauth/token", shared_state=redis_server.url,
                                    **settings)
-                proxies.append(stack.enter_context(start_proxy(cfg)))
+                proxy = stack.enter_context(start_proxy(cfg))
+                proxy.cfg = cfg  # type: ignore[attr-defined]
+                proxies.append(proxy)
             for proxy in proxies:
                 wait_until(lambda p=proxy: shared_of(p)["healthy"], what="connected to Redis")
             return proxies
@@ -201,3 +204,23 @@ def test_a_password_in_the_redis_url_is_never_shown(tmp_path, fake):
         assert password not in "".join(proxy.output)
     finally:
         server.stop()
+
+
+def test_a_client_key_added_on_one_machine_works_on_every_proxy_until_removed_on_another(start_proxies, fake):
+    first, second = start_proxies(2)
+    added = run_cli(first.cfg, "keys", "add", "ana", "--max-concurrent", "2")
+    assert added.returncode == 0, added.stderr
+    key = next(line.split(": ", 1)[1].rstrip('"') for line in added.stdout.splitlines() if "tck-" in line)
+    for proxy in (first, second):
+        wait_until(lambda p=proxy: call(p.url, "POST", "/v1/messages", message_body(), key=key)[0] == 200,
+                   what="the key accepted by every proxy")
+    assert "ana" not in first.cfg.accounts.read_text()  # a pool's keys live in the shared state only
+    listed = run_cli(second.cfg, "keys", "list")
+    assert listed.returncode == 0 and "ana" in listed.stdout and key not in listed.stdout
+    again = run_cli(second.cfg, "keys", "add", "ana")
+    assert again.returncode == 1 and "already has a client key named 'ana'" in again.stderr
+    removed = run_cli(second.cfg, "keys", "remove", "ana")
+    assert removed.returncode == 0, removed.stderr
+    for proxy in (first, second):  # removed on one machine: refused everywhere
+        wait_until(lambda p=proxy: call(p.url, "POST", "/v1/messages", message_body(), key=key)[0] in (401, 403),
+                   what="the key refused by every proxy")
