@@ -55,6 +55,23 @@ TARGETS = ("direct", "alone", "shared")
 WORKLOADS = (("warm", 1), ("warm", 16), ("new", 1), ("new", 16))
 
 
+def redis_sizes(server: RedisServer) -> dict[str, Any]:
+    """Keys and memory per kind of key (`MEMORY USAGE`, sampled up to 200 keys a kind)."""
+    client = server.client()
+    kinds: dict[str, list[int]] = {}
+    count: dict[str, int] = {}
+    for key in client.scan_iter(match="teamclaude:*", count=1000):
+        kind = key.decode().split(":")[1]
+        count[kind] = count.get(kind, 0) + 1
+        if len(kinds.setdefault(kind, [])) < 200:
+            kinds[kind].append(int(client.memory_usage(key, samples=0) or 0))
+    return {
+        "used_memory_bytes": client.info("memory")["used_memory"],
+        "kinds": {kind: {"keys": count[kind], "bytes_per_key": round(statistics.mean(sizes))}
+                  for kind, sizes in sorted(kinds.items()) if sizes},
+    }
+
+
 def redis_counters(server: RedisServer) -> tuple[int, int, int]:
     stats = server.client().info("stats")
     # The INFO call itself is one command with a few bytes each way: negligible per batch.
@@ -183,6 +200,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             started = time.perf_counter()
             summary = await measure(targets, redis, args.rounds, {1: args.requests_c1, 16: args.requests_c16})
             elapsed = time.perf_counter() - started
+            sizes = redis_sizes(redis)
             for target in targets:
                 await target.close()
         finally:
@@ -201,6 +219,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "elapsed_s": round(elapsed, 1),
         "workloads": summary,
+        "redis_sizes": sizes,
     }
 
 
@@ -217,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     args.requests_c16 = args.requests_c16 or (160 if args.quick else 640)
     result = asyncio.run(run(args))
     print(table(result["workloads"]))
+    sizes = result["redis_sizes"]
+    print(f"redis memory at the end: {sizes['used_memory_bytes'] / 1e6:.1f} MB; " + ", ".join(
+        f"{kind}: {v['keys']} keys x {v['bytes_per_key']} B" for kind, v in sizes["kinds"].items()))
     print(f"{result['rounds']} rounds, {result['accounts']} accounts, {result['elapsed_s']} s")
     print(f"wrote {write_results('shared_state', result)}")
     return 0
