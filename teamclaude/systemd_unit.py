@@ -5,8 +5,9 @@ Quoting follows systemd.syntax(7) "Quoting" and systemd.service(5) "Command line
 word is double-quoted with `\\` and `"` backslash-escaped and `%` doubled (specifiers are
 expanded in both `ExecStart=` and `Environment=`). In `ExecStart=` arguments `$` is doubled
 too (`$FOO` would be replaced by a variable at start); the program's own path is never
-expanded, so its `$` stays single. systemd refuses control characters in both places, so a
-path holding one is refused here with a clear message instead.
+expanded, so its `$` stays single. systemd refuses control characters in both places, and
+quotes or a backslash in the program's path, so such a path is refused here with a clear
+message instead.
 
 Hardening: only settings a user manager can apply. `NoNewPrivileges=` is a prctl and `UMask=`
 a plain umask; `LockPersonality=`, `RestrictRealtime=` and `RestrictSUIDSGID=` are seccomp
@@ -32,6 +33,8 @@ MARKER = "# Written by `teamclaude service install`"
 STOP_TIMEOUT_S = 30
 RESTART_DELAY_S = 5
 
+# systemd refuses these in the program's path ("Executable name contains special characters").
+_NOT_IN_PROGRAM_PATH = ("'", '"', "\\")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -51,6 +54,8 @@ def render(command: Sequence[str], environment: Mapping[str, str]) -> str:
     `environment` added. Neither may hold a secret: the unit file is world-readable."""
     if not command or not command[0].startswith("/"):
         raise UnitError(f"the program to run must be an absolute path, not {command[0] if command else '(none)'!r}")
+    if any(char in command[0] for char in _NOT_IN_PROGRAM_PATH):
+        raise UnitError(f"systemd runs no program whose path holds a quote or a backslash: {command[0]!r}")
     exec_start = " ".join([_word(command[0], what="the program path"),
                            *(_word(arg, what="an argument", dollars=True) for arg in command[1:])])
     lines = [
