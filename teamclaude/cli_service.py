@@ -68,7 +68,10 @@ def cmd_install(args: argparse.Namespace, out: Console) -> int:
     updated = path.exists()
     if updated and not _ours(path):
         raise CommandError(f"{display_path(path)} was not written by teamclaude: move it away first")
-    atomic_write(path, text.encode("utf-8"), mode=0o644)
+    try:
+        atomic_write(path, text.encode("utf-8"), mode=0o644)
+    except OSError as exc:
+        raise CommandError(f"{display_path(path)}: cannot write the unit: {exc.strerror or exc}") from None
     say = _say(out)
     say(f"{'Updated' if updated else 'Wrote'} {display_path(path)}: teamclaude server with {display_path(settings_path)}.")
     if updated:
@@ -92,9 +95,12 @@ def cmd_uninstall(args: argparse.Namespace, out: Console) -> int:
         raise CommandError(f"{display_path(path)} was not written by teamclaude: left as it is")
     # What `systemctl --user disable` removes, so the order of the two steps does not matter.
     link = path.parent / "default.target.wants" / UNIT_NAME
-    if link.is_symlink() and Path(os.path.abspath(link.parent / os.readlink(link))) == path:
-        link.unlink()
-    path.unlink()
+    try:
+        if link.is_symlink() and Path(os.path.abspath(link.parent / os.readlink(link))) == path:
+            link.unlink()
+        path.unlink()
+    except OSError as exc:
+        raise CommandError(f"{display_path(path)}: cannot remove the unit: {exc.strerror or exc}") from None
     say(f"Removed {display_path(path)}. Stop the running service and let systemd forget it:")
     say(f"  systemctl --user stop {SERVICE}; systemctl --user daemon-reload")
     return 0

@@ -104,3 +104,11 @@ def test_service_without_an_action_shows_its_help(capsys: pytest.CaptureFixture[
     assert main(["service"]) == 0
     out = capsys.readouterr().out
     assert "install" in out and "uninstall" in out and "docs/deploy.md" in out
+
+
+def test_an_unwritable_unit_directory_is_one_line(settings_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    unit_file().parent.parent.mkdir(parents=True)
+    unit_file().parent.write_text("a file where the directory should be\n")
+    assert main(["service", "install"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write the unit" in err
