@@ -49,6 +49,12 @@ def cmd_delegated(args: argparse.Namespace, out: Console) -> int:
     return _delegate(args.command, args.rest)
 
 
+def _service_help(args: argparse.Namespace, out: Console) -> int:
+    """`teamclaude service` without an action: its help."""
+    args.command_parser.print_help()
+    return 0
+
+
 def _delegate(command: str, rest: list[str]) -> int:
     return importlib.import_module(_DELEGATED[command]).main(_rest(rest))
 
@@ -127,6 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     api = command("api", _lazy("teamclaude.cli_proxy:cmd_api"), "GET an Anthropic API path with an account's fresh credentials")
     api.add_argument("path", help="e.g. /api/oauth/usage or /v1/models")
     api.add_argument("--account", metavar="NAME", help="which account (default: the first enabled one)")
+
+    service = command("service", _service_help, "run the proxy as a systemd user service (install, uninstall)")
+    service.epilog = ("Then: systemctl --user daemon-reload && systemctl --user enable --now teamclaude. "
+                      "Running it for a team (TLS, Redis, keys): docs/deploy.md.")
+    actions = service.add_subparsers(dest="action", metavar="ACTION")
+    install = actions.add_parser(
+        "install", help="write ~/.config/systemd/user/teamclaude.service and print the systemctl lines to run",
+        description="Write a systemd user unit that runs 'teamclaude server' with this settings file, "
+                    "then print the systemctl and loginctl lines to run. The unit holds no secret.")
+    install.add_argument("--config", metavar="PATH", help="the settings file (default: $TEAMCLAUDE_CONFIG or ~/.config/teamclaude/config.yaml)")
+    install.add_argument("--print", action="store_true", help="print the unit instead of writing it")
+    install.add_argument("mitm_args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for mitmdump, after -- (e.g. -- --set certs=*=cert.pem)")
+    install.set_defaults(handler=_lazy("teamclaude.cli_service:cmd_install"), command_parser=install)
+    uninstall = actions.add_parser("uninstall", help="remove the unit file (and its enable link)",
+                                   description="Remove the unit 'teamclaude service install' wrote, and print how to stop the service.")
+    uninstall.set_defaults(handler=_lazy("teamclaude.cli_service:cmd_uninstall"), command_parser=uninstall)
 
     deck = command("deck", cmd_delegated, "the live dashboard (same as teamclaude-deck)")
     deck.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
