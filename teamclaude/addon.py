@@ -293,8 +293,12 @@ class TeamClaude:
     async def _answer_local(self, flow: http.HTTPFlow, path: str) -> None:
         service = self.service
         assert service is not None
-        if not gate.key_matches(flow.request.headers, service.keys):
+        holder = gate.key_holder(flow.request.headers, service.keys)
+        if holder is None:
             flow.response = errors.response(401, "authentication_error", errors.missing_key_message())
+            return
+        if holder.client is not None and flow.request.method.upper() not in ("GET", "HEAD"):
+            flow.response = errors.response(403, "permission_error", errors.ADMIN_ONLY)
             return
         status, document = await endpoints.answer(
             service, flow.request.method, path, flow.request.raw_content or b"", self._config_path

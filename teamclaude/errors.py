@@ -34,3 +34,8 @@ FORWARD_REFUSED = (
     "teamclaude: this proxy forwards only to its upstream (the Anthropic API); other hosts need "
     "the proxy key (x-teamclaude-key)."
 )
+
+# A client key (`teamclaude keys`) reads the proxy's endpoints; changing the pool is the
+# proxy key's (the admin key's) alone.
+ADMIN_ONLY = ("teamclaude: this endpoint changes the pool and needs the proxy key (the admin key: "
+              "`teamclaude env` on the proxy's machine); a client key may only read")

@@ -52,6 +52,9 @@ def test_keys_are_added_used_logged_and_removed(tmp_path):
                         headers={"authorization": f"Bearer {key}"})[0] == 200
             assert call(proxy.url, "POST", "/v1/messages", message_body())[0] == 200  # the proxy key still works
             assert call(proxy.url, "GET", "/teamclaude/health", key=key)[0] == 200  # local endpoints too
+            code, _, body = call(proxy.url, "POST", "/teamclaude/switch", {"account": "alice"}, key=key)
+            assert code == 403 and b"needs the proxy key" in body  # changing the pool is the admin key's
+            assert call(proxy.url, "POST", "/teamclaude/switch", {"account": None})[0] == 200
             call(proxy.url, "POST", "/v1/oauth/token", {"grant_type": "refresh_token", "refresh_token": "x"}, key=key)
             def pooled() -> list[dict]:
                 return [r for r in records(log_dir) if r["kind"] == "pooled"]
