@@ -38,6 +38,11 @@ def _str(value: Any, default: str = "") -> str:
     return value if isinstance(value, str) else default
 
 
+def _text(value: Any) -> str:
+    """A string to display as is: control characters (escape sequences) become spaces."""
+    return "".join(char if char.isprintable() else " " for char in _str(value))
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -293,7 +298,7 @@ class PoolConversation:
         session = _str(data.get("session"))
         if not session:
             return None
-        return cls(session, _str(data.get("conversation")), _str(data.get("account")), _int(data.get("inflight")))
+        return cls(session, _str(data.get("conversation")), _text(data.get("account")), _int(data.get("inflight")))
 
 
 @dataclass(frozen=True)
@@ -320,10 +325,10 @@ class Instance:
         conversations = map(PoolConversation.parse, _list(raw.get("conversations")))
         return cls(
             id=_str(raw.get("id")),
-            host=_str(raw.get("host")),
+            host=_text(raw.get("host")),
             pid=_opt_int(raw.get("pid")),
-            version=_str(raw.get("version")),
-            listen=_str(raw.get("listen")),
+            version=_text(raw.get("version")),
+            listen=_text(raw.get("listen")),
             started_at=_num(raw.get("started_at")),
             seen=_num(raw.get("seen")),
             held=_int(raw.get("held")),
@@ -351,13 +356,13 @@ class Shared:
         if not isinstance(raw, dict):
             return None
         return cls(
-            url=_str(raw.get("url")),
+            url=_text(raw.get("url")),
             instance=_str(raw.get("instance")),
             healthy=raw.get("healthy") is True,
             degraded_since=_num(raw.get("degraded_since")),
-            error=_str(raw.get("error")),
+            error=_text(raw.get("error")),
             instances=tuple(i for i in map(Instance.parse, _list(raw.get("instances"))) if i is not None),
-            usage={str(name): Usage.parse(value) for name, value in _dict(raw.get("usage")).items()
+            usage={_text(name): Usage.parse(value) for name, value in _dict(raw.get("usage")).items()
                    if isinstance(value, dict)},
         )
 

@@ -70,16 +70,17 @@ def section_lines(state: State | None, now: float, width: int, room: int) -> lis
 
 def _title(shared: Shared, width: int) -> Text:
     line = Text("Pool", style="bold underline")
-    line.append(f" · {_proxies(shared)}")
     total = shared.total
-    line.append(f" · total {fmt.tokens(total.requests)} req · {fmt.tokens(total.tokens)} tok · "
-                f"{fmt.money(total.cost_usd)}")
+    line.append(f" · {fmt.tokens(total.requests)} req · {fmt.tokens(total.tokens)} tok · "
+                f"{fmt.money(total.cost_usd)} in total · {_proxies(shared)}")
     if not shared.healthy:
         line.append(" (as last seen)", style="red")
     return cut(line, width)
 
 
 def _proxy_line(instance: Instance, tag: str, here: set[str], now: float, width: int) -> Text:
+    """`● laptop-ana pid 41234 (this) · 2 in flight · 1 held · 3 warm: alice 2, bob 1`; for
+    another proxy, how many of its warm sessions this state file does not list."""
     if instance.stopped:
         ago = f" {fmt.duration(now - instance.seen)} ago" if instance.seen is not None else ""
         line = Text(f"  ● {_name(instance, tag)} stopped reporting{ago}", style="red")
@@ -88,14 +89,14 @@ def _proxy_line(instance: Instance, tag: str, here: set[str], now: float, width:
     line.append(_name(instance, tag), style="bold" if instance.this else "")
     if instance.this:
         line.append(" (this)", style="cyan")
+    line.append(f" · {instance.inflight} in flight", style="cyan" if instance.inflight else "")
+    if instance.held:
+        line.append(f" · {instance.held} held", style="yellow")
     line.append(f" · {_warm(instance)}")
     if not instance.this:
         elsewhere = sum(1 for conversation in instance.conversations if conversation.session not in here)
         if elsewhere:
-            line.append(f" · {elsewhere} not here", style="grey62")
-    line.append(f" · {instance.inflight} in flight", style="cyan" if instance.inflight else "")
-    if instance.held:
-        line.append(f" · {instance.held} held", style="yellow")
+            line.append(f" ({elsewhere} not here)", style="grey62")
     return cut(line, width)
 
 
