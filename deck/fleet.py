@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from deck import fmt
-from deck.model import Account, ActivityLine, Agent, Session, State
+from deck.model import Account, ActivityLine, Agent, Session, Shared, State
 from deck.presence import LAST_TURN_WINDOW_S, Pin, Presence
 from deck.tree import Forest, Member, build_forest
 
@@ -25,6 +25,7 @@ class SessionView:
     presence: Presence
     pin: Pin | None
     last_activity: ActivityLine | None
+    proxy: str = ""  # which proxies of a shared pool serve it ("" when there is one proxy)
 
     @property
     def sid(self) -> str:
@@ -69,6 +70,7 @@ class SessionView:
 class AgentView:
     agent: Agent
     session: Session
+    proxy: str = ""  # as SessionView.proxy
 
     @property
     def node(self) -> str:
@@ -169,20 +171,41 @@ def _members(views: tuple[SessionView, ...], agents: tuple[AgentView, ...]) -> l
     return members
 
 
+def served_by(shared: Shared | None) -> dict[tuple[str, str | None], str]:
+    """Which proxies serve each conversation, by (session, agent id) and (session, None) for
+    the session as a whole: their tags joined by commas. Empty unless the pool has more than
+    one proxy reporting (with one, every conversation is this proxy's)."""
+    if shared is None or len(shared.reporting) < 2:
+        return {}
+    found: dict[tuple[str, str | None], list[str]] = {}
+    for instance, tag in zip(shared.instances, shared.tags(), strict=True):
+        if instance.stopped:
+            continue
+        for conversation in instance.conversations:
+            for key in ((conversation.session, None), (conversation.session, conversation.conversation)):
+                tags = found.setdefault(key, [])
+                if tag not in tags:
+                    tags.append(tag)
+    return {key: ",".join(tags) for key, tags in found.items()}
+
+
 def build_fleet(state: State, presence: Mapping[str, Presence], pins: Mapping[str, Pin | None],
                 now: float) -> Fleet:
     last_activity: dict[str, ActivityLine] = {}
     for line in state.activity:
         if line.session:
             last_activity[line.session] = line
+    served = served_by(state.shared)
     views = _by_tokens(
         [
-            SessionView(session, presence[session.id], pins.get(session.id), last_activity.get(session.id))
+            SessionView(session, presence[session.id], pins.get(session.id), last_activity.get(session.id),
+                        served.get((session.id, None), ""))
             for session in state.sessions
             if session.id in presence and presence[session.id].visible
         ]
     )
-    agents = tuple(AgentView(agent, view.session) for view in views for agent in recent_agents(view.session, now))
+    agents = tuple(AgentView(agent, view.session, served.get((view.sid, agent.id), ""))
+                   for view in views for agent in recent_agents(view.session, now))
     forest = build_forest(_members(views, agents))
     return Fleet(
         sessions=views,

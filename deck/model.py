@@ -6,6 +6,8 @@ to a neutral default instead of raising, so one odd value never blanks the whole
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,11 +15,13 @@ SUPPORTED_VERSION = 1
 
 
 def _num(value: Any, default: float | None = None) -> float | None:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return default
-    if isinstance(value, (int, float)):
-        return float(value)
-    return default
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too big for a float
+        return default
+    return number if math.isfinite(number) else default  # JSON allows NaN and Infinity
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -32,6 +36,11 @@ def _opt_int(value: Any) -> int | None:
 
 def _str(value: Any, default: str = "") -> str:
     return value if isinstance(value, str) else default
+
+
+def _text(value: Any) -> str:
+    """A string to display as is: control characters (escape sequences) become spaces."""
+    return "".join(char if char.isprintable() else " " for char in _str(value))
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -304,6 +313,114 @@ class Proxy:
 
 
 @dataclass(frozen=True)
+class PoolConversation:
+    """A warm conversation a proxy of the pool reported (`shared.instances[*].conversations`)."""
+
+    session: str
+    conversation: str = ""  # "" for the session's main conversation, else the agent id
+    account: str = ""
+    inflight: int = 0
+
+    @classmethod
+    def parse(cls, raw: Any) -> PoolConversation | None:
+        data = _dict(raw)
+        session = _str(data.get("session"))
+        if not session:
+            return None
+        return cls(session, _str(data.get("conversation")), _text(data.get("account")), _int(data.get("inflight")))
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One proxy of the pool as it last reported itself."""
+
+    id: str
+    host: str = ""
+    pid: int | None = None
+    version: str = ""
+    listen: str = ""
+    started_at: float | None = None
+    seen: float | None = None  # its last heartbeat
+    held: int = 0
+    inflight: int = 0
+    stopped: bool = False  # it stopped reporting
+    this: bool = False  # the proxy that wrote this state file
+    conversations: tuple[PoolConversation, ...] = ()
+
+    @classmethod
+    def parse(cls, raw: Any) -> Instance | None:
+        if not isinstance(raw, dict):
+            return None
+        conversations = map(PoolConversation.parse, _list(raw.get("conversations")))
+        return cls(
+            id=_str(raw.get("id")),
+            host=_text(raw.get("host")),
+            pid=_opt_int(raw.get("pid")),
+            version=_text(raw.get("version")),
+            listen=_text(raw.get("listen")),
+            started_at=_num(raw.get("started_at")),
+            seen=_num(raw.get("seen")),
+            held=_int(raw.get("held")),
+            inflight=_int(raw.get("inflight")),
+            stopped=raw.get("stopped") is True,
+            this=raw.get("this") is True,
+            conversations=tuple(c for c in conversations if c is not None),
+        )
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The pool's shared state (the `shared_state` setting): its health and every proxy."""
+
+    url: str = ""  # password masked by the proxy
+    instance: str = ""  # this proxy's id in the pool
+    healthy: bool = False
+    degraded_since: float | None = None
+    error: str = ""
+    instances: tuple[Instance, ...] = ()
+    usage: dict[str, Usage] = field(default_factory=dict)  # the pool's totals per account
+
+    @classmethod
+    def parse(cls, raw: Any) -> Shared | None:
+        if not isinstance(raw, dict):
+            return None
+        return cls(
+            url=_text(raw.get("url")),
+            instance=_str(raw.get("instance")),
+            healthy=raw.get("healthy") is True,
+            degraded_since=_num(raw.get("degraded_since")),
+            error=_text(raw.get("error")),
+            instances=tuple(i for i in map(Instance.parse, _list(raw.get("instances"))) if i is not None),
+            usage={_text(name): Usage.parse(value) for name, value in _dict(raw.get("usage")).items()
+                   if isinstance(value, dict)},
+        )
+
+    @property
+    def total(self) -> Usage:
+        """The pool's usage across every proxy and account."""
+        return Usage(
+            tokens=sum(usage.tokens for usage in self.usage.values()),
+            cost_usd=sum(usage.cost_usd for usage in self.usage.values()),
+            requests=sum(usage.requests for usage in self.usage.values()),
+        )
+
+    @property
+    def reporting(self) -> tuple[Instance, ...]:
+        """The proxies still reporting."""
+        return tuple(instance for instance in self.instances if not instance.stopped)
+
+    def tags(self) -> tuple[str, ...]:
+        """A short name per proxy (in `instances` order): its host without the domain, with
+        `:pid` where several proxies share a host."""
+        hosts = [instance.host.split(".", 1)[0] or "?" for instance in self.instances]
+        shared_hosts = {host for host, count in Counter(hosts).items() if count > 1}
+        return tuple(
+            host if host not in shared_hosts else f"{host}:{instance.pid if instance.pid is not None else '?'}"
+            for host, instance in zip(hosts, self.instances, strict=True)
+        )
+
+
+@dataclass(frozen=True)
 class State:
     seq: int
     written_at: float | None
@@ -316,6 +433,7 @@ class State:
     activity: tuple[ActivityLine, ...]
     totals: Usage
     clients: tuple[Client, ...] = ()
+    shared: Shared | None = None  # None: this proxy is not part of a shared pool
 
     def account(self, name: str) -> Account | None:
         return next((account for account in self.accounts if account.name == name), None)
@@ -354,4 +472,5 @@ def parse_state(raw: Any) -> State:
         activity=activity,
         totals=Usage.parse(raw.get("totals")),
         clients=tuple(c for c in map(Client.parse, _list(raw.get("clients"))) if c is not None),
+        shared=Shared.parse(raw.get("shared")),
     )

@@ -309,6 +309,8 @@ def agent_row(view: AgentView, width: int, now: float, prefix: str, subtree_toke
     if agent.background:
         line.append("bg ", style="bold yellow")
     parts = ["@" + fmt.short_account(agent.account)] if agent.account else []
+    if view.proxy:
+        parts.append(f"via {view.proxy}")
     if agent.model:
         parts.append(agent.model.removeprefix("claude-"))
     if agent.last_used is not None:
@@ -321,6 +323,8 @@ def _activity_text(view: SessionView, now: float, show_account: bool) -> str:
     parts = []
     if show_account:
         parts.append("@" + fmt.short_account(view.session.account))
+    if view.proxy:
+        parts.append(f"via {view.proxy}")
     trouble = view.last_activity
     if trouble is not None and trouble.level in LEVEL_STYLE:
         parts.append(f"last {trouble.status or '—'} {trouble.note or trouble.reason}".rstrip())

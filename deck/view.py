@@ -2,8 +2,9 @@
 
 Height goes, in order of priority, to the header, the accounts with their bars, the tree
 and session rows, the by-issue list, and finally the activity log (trimmed to what is
-left). From `TWO_COLUMNS_MIN_WIDTH` columns on, by-issue and activity move to a right-hand
-column so big terminals show more of everything.
+left). A shared pool's section (`deck.pool`) takes up to a third of the body first, below
+the sessions. From `TWO_COLUMNS_MIN_WIDTH` columns on, pool, by-issue and activity move to a
+right-hand column so big terminals show more of everything.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from deck import footer, sections
+from deck import footer, pool, sections
 from deck.controller import Ui
 from deck.fleet import Fleet
 from deck.locallog import LocalLine
@@ -30,6 +31,7 @@ ACTIVITY_RESERVE_FROM = 12
 ACTIVITY_RESERVED = 3
 CLIENTS_SHOWN = 5
 GUTTER = " │ "
+POOL_SHARE = 3  # a shared pool's section takes at most this fraction of the body (1/3)
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,9 @@ def render(frame: Frame, width: int, height: int) -> RenderableType:
         body = _two_columns(frame, width, room)
     else:
         lent = _expanded_issue_room(frame, room)
-        main, left = _main_column(frame, width, room - lent, reserve_activity=True)
-        body = main + _side(frame, width, left + lent, ISSUES_COLLAPSED, None)
+        pooled = pool.section_lines(frame.snapshot.state, frame.now, width, room // POOL_SHARE)
+        main, left = _main_column(frame, width, room - lent - len(pooled), reserve_activity=True)
+        body = main + pooled + _side(frame, width, left + lent, ISSUES_COLLAPSED, None)
     body += [Text("")] * (room - len(body))
     return Group(*head, *body[:room], *modal, *foot)
 
@@ -68,8 +71,9 @@ def render_summary(frame: Frame, width: int) -> RenderableType:
     """Plain periodic output when stdout is not a terminal: everything, last few requests."""
     head = _header(frame, width)
     main, _ = _main_column(frame, width, 10_000)
+    pooled = pool.section_lines(frame.snapshot.state, frame.now, width, 10_000)
     side = _side(frame, width, 10_000, 10_000, SUMMARY_ACTIVITY)
-    return Group(*head, *main, *side)
+    return Group(*head, *main, *pooled, *side)
 
 
 def _header(frame: Frame, width: int) -> list[Text]:
@@ -81,7 +85,8 @@ def _header(frame: Frame, width: int) -> list[Text]:
     if state is not None and state.proxy.config_error:
         warnings.append(f"config: {state.proxy.config_error}")
     warnings += frame.notes
-    return sections.header_lines(state, frame.fleet, frame.ui, frame.now, width, warnings)
+    lines = sections.header_lines(state, frame.fleet, frame.ui, frame.now, width, warnings)
+    return lines + pool.health_lines(state, frame.now, width)
 
 
 def _expanded_issue_room(frame: Frame, room: int) -> int:
@@ -97,7 +102,8 @@ def _two_columns(frame: Frame, width: int, room: int) -> list[Text]:
     left_width = (width - len(GUTTER)) * 11 // 20
     right_width = width - len(GUTTER) - left_width
     left, _ = _main_column(frame, left_width, room)
-    right = _side(frame, right_width, room, ISSUES_COLLAPSED_WIDE, None)
+    right = pool.section_lines(frame.snapshot.state, frame.now, right_width, room // POOL_SHARE)
+    right += _side(frame, right_width, room - len(right), ISSUES_COLLAPSED_WIDE, None)
     rows = []
     for index in range(max(len(left), len(right))):
         line = left[index].copy() if index < len(left) else Text("")

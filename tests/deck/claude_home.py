@@ -96,3 +96,17 @@ def build_agents_home(root: Path) -> Path:
     for sid in AGENT_SESSIONS:
         write_transcript(root, sid, recent(NOW - 20), NOW - 20)
     return root
+
+
+def shared_pool(**changes: object) -> dict:
+    """fixtures/shared.json (a pool of three proxies, one stopped) with `changes` applied."""
+    return {**json.loads((FIXTURES / "shared.json").read_text()), **changes}
+
+
+def write_state(dest: Path, name: str, shared: object) -> Path:
+    """fixtures/<name> with `shared` as its `shared` key, written into `dest`."""
+    state = json.loads((FIXTURES / name).read_text())
+    state["shared"] = shared
+    target = dest / name
+    target.write_text(json.dumps(state))
+    return target

@@ -13,7 +13,7 @@ from deck.monitor import Monitor
 from deck.presence import PresenceTracker
 from deck.statefile import StateReader
 from deck.view import render
-from tests.deck.claude_home import FIXTURES, NOW, build_agents_home, write_pin
+from tests.deck.claude_home import FIXTURES, NOW, build_agents_home, write_pin, write_state
 
 
 def screen(monitor: Monitor, width: int, height: int) -> str:
@@ -109,3 +109,22 @@ def test_sessions_parse_the_conversations_of_the_state_file():
     assert agent.usage.tokens == 20
     assert not only_agents.background and [a.id for a in only_agents.agents] == ["x"]
     assert old.background and old.agents == ()
+
+
+def test_a_pool_tags_each_session_and_agent_with_the_proxies_serving_it(claude, tmp_path):
+    def proxy(host: str, this: bool, *conversations: tuple[str, str | None]) -> dict:
+        return {"id": host, "host": host, "pid": 1, "this": this, "seen": NOW,
+                "conversations": [{"session": s, "conversation": c, "account": "alice"} for s, c in conversations]}
+
+    shared = {"healthy": True, "instances": [
+        proxy("laptop", True, ("main0001-aaaa", None), ("main0001-aaaa", "nest0000nest0000")),
+        proxy("ci", False, ("main0001-aaaa", "a1b2c3d4e5f6a7b8"), ("bgjob002-bbbb", "bgagent0bgagent0")),
+        proxy("gone", False, ("plain003-cccc", None)) | {"stopped": True},
+    ]}
+    path = write_state(tmp_path, "agents.json", shared)
+    text = screen(Monitor(StateReader(path), PresenceTracker(claude, lambda: NOW), lambda: NOW), 200, 48)
+    assert "@alice · via laptop,ci" in line_with(text, "main0001")  # its conversations are on both
+    assert "@alice · via ci" in line_with(text, "⤷ a1b2c3d4")
+    assert "@bob · via laptop" in line_with(text, "⤷ nest")
+    assert "via ci" in line_with(text, "bgjob002") and "via ci" in line_with(text, "⤷ bgagent0")
+    assert "via" not in line_with(text, "plain003")  # only a proxy that stopped reporting named it
