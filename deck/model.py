@@ -35,12 +35,11 @@ def _opt_int(value: Any) -> int | None:
 
 
 def _str(value: Any, default: str = "") -> str:
-    return value if isinstance(value, str) else default
-
-
-def _text(value: Any) -> str:
-    """A string to display as is: control characters (escape sequences) become spaces."""
-    return "".join(char if char.isprintable() else " " for char in _str(value))
+    """A string of the state file, to display: control characters become spaces, so a model
+    name or note a client chose cannot send escape sequences to the terminal."""
+    if not isinstance(value, str):
+        return default
+    return value if value.isprintable() else "".join(char if char.isprintable() else " " for char in value)
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -327,7 +326,7 @@ class PoolConversation:
         session = _str(data.get("session"))
         if not session:
             return None
-        return cls(session, _str(data.get("conversation")), _text(data.get("account")), _int(data.get("inflight")))
+        return cls(session, _str(data.get("conversation")), _str(data.get("account")), _int(data.get("inflight")))
 
 
 @dataclass(frozen=True)
@@ -354,10 +353,10 @@ class Instance:
         conversations = map(PoolConversation.parse, _list(raw.get("conversations")))
         return cls(
             id=_str(raw.get("id")),
-            host=_text(raw.get("host")),
+            host=_str(raw.get("host")),
             pid=_opt_int(raw.get("pid")),
-            version=_text(raw.get("version")),
-            listen=_text(raw.get("listen")),
+            version=_str(raw.get("version")),
+            listen=_str(raw.get("listen")),
             started_at=_num(raw.get("started_at")),
             seen=_num(raw.get("seen")),
             held=_int(raw.get("held")),
@@ -385,13 +384,13 @@ class Shared:
         if not isinstance(raw, dict):
             return None
         return cls(
-            url=_text(raw.get("url")),
+            url=_str(raw.get("url")),
             instance=_str(raw.get("instance")),
             healthy=raw.get("healthy") is True,
             degraded_since=_num(raw.get("degraded_since")),
-            error=_text(raw.get("error")),
+            error=_str(raw.get("error")),
             instances=tuple(i for i in map(Instance.parse, _list(raw.get("instances"))) if i is not None),
-            usage={_text(name): Usage.parse(value) for name, value in _dict(raw.get("usage")).items()
+            usage={_str(name): Usage.parse(value) for name, value in _dict(raw.get("usage")).items()
                    if isinstance(value, dict)},
         )
 

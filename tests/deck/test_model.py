@@ -85,3 +85,17 @@ def test_tags_name_the_host_without_its_domain_and_add_the_pid_where_hosts_repea
 
 def test_the_fleet_fixture_has_no_pool():
     assert parse_state(json.loads((FIXTURES / "fleet.json").read_text())).shared is None
+
+
+def test_no_string_of_the_state_file_reaches_the_terminal_with_control_characters():
+    """Model names, session ids and notes come from clients: an escape sequence in one must
+    not reach the operator's terminal."""
+    state = parse_state({
+        "version": 1,
+        "accounts": [{"name": "alice\x1b[2J", "status": "ok"}],
+        "sessions": [{"id": "s\x1b[2J", "model": "claude\x1b]0;owned\x07", "account": "alice"}],
+        "activity": [{"t": 1.0, "method": "POST", "path": "/v1/messages\r", "note": "n\x1b[31m"}],
+    })
+    assert state.accounts[0].name == "alice [2J"
+    assert (state.sessions[0].id, state.sessions[0].model) == ("s [2J", "claude ]0;owned ")
+    assert (state.activity[0].path, state.activity[0].note) == ("/v1/messages ", "n [31m")
