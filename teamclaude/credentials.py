@@ -523,23 +523,27 @@ class CredentialManager:
                     else:
                         self._note_shared(current, remote)
                     return _copy(current)
+            base = remote
             try:
                 tokens = self._obtain(current, now)
             except NeedsLogin:
-                # In a pool, a refused refresh token may just be an old one: take a newer pair.
+                # Refused: our refresh token is dead. In a pool that often means another proxy
+                # rotated it (our copy was older than it looked): take the pool's pair instead.
                 again = shared.read(seen.key)
-                if again is None or (remote is not None and again.rotation == remote.rotation) \
-                        or not self._remote_newer(again, current):
+                if again is None or again.refresh_token in (None, current.refresh_token):
                     raise
                 self._take_pair(current, again)
                 changed.append(_copy(current))
-                return changed[-1]
+                if self._usable(current, now, refused):
+                    return changed[-1]
+                tokens = self._obtain(current, now)
+                base = again
             current.access_token = tokens.access_token
             current.refresh_token = tokens.refresh_token or current.refresh_token
             current.expires_at = tokens.expires_at
             current.obtained_at = int(self._clock() * 1000)
             self._journal(current)
-            self._push(current, remote)
+            self._push(current, base)
             changed.append(_copy(current))
             return changed[-1]
 
