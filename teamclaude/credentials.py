@@ -97,13 +97,13 @@ class CredentialManager:
         self.store = store
         self.settings = settings
         self.instance_id = instance_id or new_instance_id()
-        self.shared: SharedTokens | None = None
+        # The pool's Redis (`shared_state`, read once: changing it takes a restart).
+        self.shared = SharedTokens(settings.shared_state, self.instance_id) if settings.shared_state else None
         # Per account key: (rotation, access token) of the Redis pair this proxy holds.
         self._known: dict[str, tuple[int, str]] = {}
         # Per account: `token_shared` of the state file; entries are replaced whole (threads).
         self.shared_status: dict[str, dict[str, Any]] = {}
         self._unpushed: set[str] = set()  # received pairs Redis did not take yet
-        self._use_shared(settings)
         self.needs_login: set[str] = set()
         self._clock = clock
         self._accounts: dict[str, Account] = {}
@@ -119,18 +119,6 @@ class CredentialManager:
         """New settings (and possibly a new accounts file); accounts come with `reload`."""
         self.store = store
         self.settings = settings
-        self._use_shared(settings)
-
-    def _use_shared(self, settings: Settings) -> None:
-        url = settings.shared_state
-        if (self.shared.url if self.shared is not None else None) == url:
-            return
-        if self.shared is not None:
-            self.shared.close()
-        self.shared = SharedTokens(url, self.instance_id) if url else None
-        self._known.clear()
-        self.shared_status.clear()
-        self._unpushed.clear()
 
     def reload(self, doc: AccountsDoc) -> None:
         """Take the accounts of a freshly read file.
