@@ -160,7 +160,7 @@ class SharedTokens:
               refresh_token: str | None, expires_at: int | None, obtained_at: int) -> int | None:
         """Store a pair as `rotation` if the hash is still at `expected` (0: none). Returns
         `rotation`, or None when someone wrote another rotation meanwhile (nothing changed)."""
-        args = [expected, rotation, access_token, refresh_token or "",
+        args: list[str | int] = [expected, rotation, access_token, refresh_token or "",
                 "" if expires_at is None else expires_at, obtained_at, self.instance_id, PAIR_TTL_S * 1000]
         with self._talking("writing a token pair"):
             done, _current = self._cas(keys=[names.token(account_key)], args=args)

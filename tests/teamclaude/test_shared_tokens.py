@@ -184,6 +184,20 @@ async def test_the_lease_of_a_dead_holder_is_taken_over_when_it_lapses(
     assert manager.shared_status["alice"] == {"rotation": 1, "by": "survivor"}
 
 
+async def test_the_lease_is_renewed_while_a_slow_token_call_runs(
+        tmp_path: Path, fake: FakeUpstream, settings: Settings, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "LEASE_MS", 300)
+    monkeypatch.setattr(tokens, "RENEW_EVERY_S", 0.1)
+    first, second = (proxy(tmp_path, settings, redis_server, label) for label in ("first", "second"))
+    fake.inject("alice", "token_delay", seconds=1.2)  # four lease lifetimes
+    slow = asyncio.ensure_future(first.fresh("alice"))
+    await asyncio.to_thread(_token_call_arrives, fake)
+    one, two = await asyncio.gather(slow, second.fresh("alice"))
+    assert one.access_token == two.access_token == fake.account("alice").access_token
+    assert fake.token_calls == [REFRESH]
+
+
 async def test_a_holder_that_outlasts_the_wait_leaves_the_current_token_in_use(
         tmp_path: Path, fake: FakeUpstream, settings: Settings, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
