@@ -179,3 +179,34 @@ def test_with_redis_lost_no_proxy_refreshes_and_none_logs_out(tmp_path, redis_se
         assert header(alice_calls[-1], "authorization") == f"Bearer {rotated.access_token}"
     for cfg in configs:
         assert saved(cfg).refresh_token == rotated.refresh_token
+
+
+def test_a_rotation_committed_for_a_killed_holder_needs_a_login_and_nothing_else(tmp_path, redis_server):
+    """The worst case: the token endpoint rotated the pair and the answer died with its
+    proxy. No proxy can have the new pair; they must say "needs login", not loop, and serve
+    with the other accounts."""
+    alice, key = oauth_account("alice"), apikey_account("key")
+    with FakeUpstream([alice, key]) as fake:
+        configs = pool_configs(tmp_path, fake, redis_server, [alice, key], expired=True)
+        fake.inject("alice", "token_delay", seconds=120, commit_if_gone=True)
+        with running(configs) as proxies:
+            threading.Thread(target=lambda: _ignore_errors(ask_as_alice, proxies[0]), daemon=True).start()
+            owner = wait_until(lambda: redis_server.client().get(names.refresh_lease(f"id:{alice.uuid}")),
+                               "a proxy refreshes alice")
+            wait_until(lambda: any(r.path == "/v1/oauth/token" for r in fake.requests), "its token call is held")
+            pid = int(owner.decode().split("/")[0].split(":")[-2])
+            holder = next(p for p in proxies if p.process is not None and p.process.pid == pid)
+            assert holder.process is not None
+            os.killpg(holder.process.pid, signal.SIGKILL)
+            holder.process.wait(10)
+            wait_until(lambda: fake.token_counts().get("alice", {}).get("rotated") == 1, "the fake committed")
+            others = [p for p in proxies if p is not holder]
+            for proxy in others:
+                ask_as_alice(proxy)  # pinned to alice: this proxy tries her refresh (waiting out the lease)
+                wait_until(lambda p=proxy: alice_state(p)["needs_login"], "alice needs a login", timeout=60)
+                assert ask(proxy) == 200 and served(fake)[-1].account == "key"
+            calls = fake.token_counts()["alice"]["calls"]
+            assert calls <= 1 + len(others)  # at most one refused try per proxy, then none
+            for proxy in others:
+                assert ask(proxy) == 200
+            assert fake.token_counts()["alice"]["calls"] == calls
