@@ -587,10 +587,11 @@ class CredentialManager:
             shared.release(lease)
 
     def _push(self, account: Account, remote: SharedPair | None) -> None:
-        """Holding the lease, with the pair journaled: write it to Redis as the next rotation
-        after the one read, and announce it. A Redis gone meanwhile leaves it for later
-        (`check_shared`); a rotation that moved anyway (our lease lapsed) is logged and the
-        newer pair of the two is kept by the next comparison."""
+        """Holding the lease, with the pair journaled (`account` is the file's entry being
+        written): write it to Redis as the next rotation after the one read, and announce it.
+        A Redis gone meanwhile leaves it for later (`check_shared`). When another proxy wrote
+        a pair meanwhile (our lease lapsed during a stall), the newer of the two by
+        `obtained_at` wins: theirs is taken into the file, or ours written over it."""
         shared = self._shared()
         known = self._known.get(account.key)
         expected = remote.rotation if remote is not None else 0
@@ -599,17 +600,20 @@ class CredentialManager:
             written = shared.write(account.key, expected=expected, rotation=rotation,
                                    access_token=account.access_token or "", refresh_token=account.refresh_token,
                                    expires_at=account.expires_at, obtained_at=account.obtained_at or 0)
+            if written is None:
+                theirs = shared.read(account.key)
+                logger.error("teamclaude: account '%s': another proxy wrote a token pair while this one refreshed "
+                             "(its lease lapsed); keeping the newer of the two", account.name)
+                if theirs is not None and theirs.obtained_at > (account.obtained_at or 0):
+                    self._take_pair(account, theirs)
+                    return
+                self._push(account, theirs)
+                return
         except SharedUnavailable as exc:
             self._unpushed.add(account.name)
             self.shared_status[account.name] = {"error": f"{exc}; this proxy's new pair is pushed when it answers"}
             logger.error("teamclaude: account '%s': %s; the new token pair is saved here and pushed to the "
                          "shared state when it answers", account.name, exc)
-            return
-        if written is None:
-            self._unpushed.add(account.name)
-            self.shared_status[account.name] = {"error": "another proxy wrote a pair meanwhile; compared again later"}
-            logger.error("teamclaude: account '%s': another proxy wrote a token pair while this one refreshed "
-                         "(its lease lapsed); the newer of the two is kept at the next comparison", account.name)
             return
         self._unpushed.discard(account.name)
         self._known[account.key] = (rotation, account.access_token or "")

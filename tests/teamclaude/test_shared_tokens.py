@@ -254,6 +254,27 @@ async def test_a_pair_received_as_redis_died_is_kept_and_pushed_when_it_returns(
     assert fake.token_calls == [REFRESH]
 
 
+@pytest.mark.parametrize("theirs_newer", [False, True])
+async def test_a_pair_written_by_another_proxy_during_our_refresh_is_settled_by_age(
+        tmp_path: Path, fake: FakeUpstream, settings: Settings, redis_server: RedisServer,
+        theirs_newer: bool) -> None:
+    manager = proxy(tmp_path, settings, redis_server, "stalled")
+    fake.inject("alice", "token_delay", seconds=0.5)
+    refresh = asyncio.ensure_future(manager.fresh("alice"))
+    await asyncio.to_thread(_token_call_arrives, fake)
+    # Our lease "lapsed" (a stalled machine) and another proxy wrote rotation 1 meanwhile.
+    SharedTokens(redis_server.url, "other").write(
+        KEY, expected=0, rotation=1, access_token="sk-ant-oat01-theirs", refresh_token="sk-ant-ort01-theirs",
+        expires_at=ms(3600), obtained_at=ms(60 if theirs_newer else -60))
+    account = await refresh
+    stored = SharedTokens(redis_server.url, "reader").read(KEY)
+    assert stored is not None
+    ours = fake.account("alice").access_token
+    winner = "sk-ant-oat01-theirs" if theirs_newer else ours
+    assert (account.access_token, on_disk(manager).access_token, stored.access_token) == (winner, winner, winner)
+    assert stored.rotation == (1 if theirs_newer else 2)
+
+
 def _token_call_arrives(fake: FakeUpstream) -> None:
     deadline = time.monotonic() + 10
     while not any(r.path == "/v1/oauth/token" for r in fake.requests):
