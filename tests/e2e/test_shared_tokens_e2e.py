@@ -88,6 +88,10 @@ def test_fifty_requests_over_three_proxies_make_one_refresh(tmp_path, redis_serv
             assert len(served(fake)) == CONCURRENCY + len(proxies)
             shared = [alice_state(proxy)["token_shared"] for proxy in proxies]
             assert {s["rotation"] for s in shared} == {1} and len({s["by"] for s in shared}) == 1
+    secrets = (rotated.access_token, rotated.refresh_token, alice.access_token, alice.refresh_token)
+    for proxy, cfg in zip(proxies, configs, strict=True):  # no token in a log or a state file
+        shown = "".join(proxy.output) + cfg.state.read_text()
+        assert not any(secret in shown for secret in secrets)
     for cfg in configs:  # mirrored into every proxy's own accounts file
         assert (saved(cfg).access_token, saved(cfg).refresh_token) == (rotated.access_token, rotated.refresh_token)
     stored = redis_server.client().hgetall(names.token(f"id:{alice.uuid}"))
