@@ -236,6 +236,10 @@ def exchange(
                 continue
             apply_verdict(router, decision.account,
                           Verdict("unauthorized", refreshed.reason, needs_login=refreshed.needs_login), now)
+            if not refreshed.needs_login:
+                # No new token could be had (an outage): the next 401 is not "after a fresh
+                # token", and must get its refresh rather than a needs-login mark.
+                streaks.unauthorized.pop(decision.account, None)
         alone = not router.can_serve(request, now, ex.tried | {decision.account})
         if verdict.pass_through_if_alone and alone:
             yield Answer(decision, verdict)

@@ -157,9 +157,9 @@ class FakeUpstream(UpstreamState, ThreadedServer):
 
     # ----------------------------------------------------------------- dispatch
 
-    async def _dispatch(self, req: Request, writer: asyncio.StreamWriter) -> bool:
+    async def _dispatch(self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         control = req.path.startswith("/_fake/")
-        ex = Exchange(req, writer, None if control else self._arrive(req))
+        ex = Exchange(req, reader, writer, None if control else self._arrive(req))
         try:
             if control:
                 reply: Reply | None = self._control(ex)
@@ -327,12 +327,21 @@ class FakeUpstream(UpstreamState, ThreadedServer):
         return reply
 
     async def _refresh_grant(self, ex: Exchange, refresh_token: str) -> Reply | None:
+        """Rotate a refresh token. A `token_delay` fault holds the answer first: a client that
+        hangs up meanwhile gets nothing and, unless `commit_if_gone`, nothing is rotated (the
+        server noticed before committing); with it, the pair is rotated and its answer lost."""
         with self._lock:
             owner = self._tokens.refresh_owner(refresh_token)
             acct = self._accounts.get(owner) if owner is not None else None
             if acct is not None:
                 ex.identify(acct)
             fault = self._faults.take(owner, ex.req.path)
+        if fault is not None and fault.kind == "token_delay":
+            if await ex.pause(float(fault.params["seconds"])) and not fault.params["commit_if_gone"]:
+                ex.closed = True
+                return None
+            fault = None
+        with self._lock:
             if fault is None:
                 rotate = not self.omit_refresh_token_in_response
                 tokens = self._tokens.rotate(refresh_token, self._clock(), self.token_ttl_s, rotate)

@@ -50,13 +50,17 @@ NEW_TOKEN_NOT_SAVED = "new token not saved"
 
 def token_problem(account: dict[str, Any]) -> str | None:
     """One line about an account's tokens from its state-file entry, for the CLI views:
-    a received pair the accounts file did not take yet, or a failing refresh."""
+    a received pair the accounts file did not take yet, a failing refresh, or (a pool on
+    `shared_state`) a pair that cannot be compared with the pool's."""
     unsaved = account.get("token_unsaved")
     if isinstance(unsaved, dict):
         return f"{NEW_TOKEN_NOT_SAVED} ({unsaved.get('error')}; retrying)"
     error = account.get("token_refresh_error")
     if isinstance(error, str) and error:
         return f"refresh failing: {error}"
+    shared = account.get("token_shared")
+    if isinstance(shared, dict) and isinstance(shared.get("error"), str):
+        return f"token not shared: {shared['error']}"
     return None
 
 

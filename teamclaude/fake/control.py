@@ -49,6 +49,9 @@ def control_action(fake: UpstreamState, method: str, action: str, data: dict[str
             fake.set_reset(name, **rest)
         elif action == "expire_access_token":
             fake.expire_access_token(_with_name(action, data)[0])
+        elif action == "token_delay":
+            rest = dict(data)
+            fake.inject(rest.pop("account", None), "token_delay", rest.pop("count", 1), **rest)
         elif action == "clear_faults":
             fake.clear_faults()
         elif action == "clear_requests":
@@ -65,4 +68,6 @@ def control_action(fake: UpstreamState, method: str, action: str, data: dict[str
             return [_recorded_json(record) for record in fake.requests]
         if action == "token_calls":
             return [dataclasses.asdict(call) for call in fake.token_calls]
+        if action == "token_counts":
+            return fake.token_counts()
     return NOT_FOUND

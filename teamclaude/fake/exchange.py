@@ -35,10 +35,12 @@ class Reply:
 class Exchange:
     """One request being answered, and what is known about it so far."""
 
-    __slots__ = ("req", "writer", "request_id", "record", "account", "org_id", "closed")
+    __slots__ = ("req", "reader", "writer", "request_id", "record", "account", "org_id", "closed")
 
-    def __init__(self, req: Request, writer: asyncio.StreamWriter, record: Recorded | None) -> None:
+    def __init__(self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 record: Recorded | None) -> None:
         self.req = req
+        self.reader = reader
         self.writer = writer
         self.request_id = "req_011C" + secrets.token_hex(10)
         self.record = record
@@ -51,6 +53,21 @@ class Exchange:
         self.org_id = acct.org_uuid
         if self.record is not None:
             self.record.account = acct.name
+
+    def client_gone(self) -> bool:
+        """Has the client closed its side (or died)? Reads nothing: a pipelined next request
+        stays in the buffer, and a client that sent one is still there."""
+        return self.reader.at_eof() or self.writer.transport.is_closing()
+
+    async def pause(self, seconds: float) -> bool:
+        """Wait `seconds`, or less when the client hangs up meanwhile; True when it did."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not self.client_gone():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(0.02, left))
+        return True
 
     def set_status(self, status: int) -> None:
         if self.record is not None:

@@ -22,6 +22,7 @@ FAULT_KINDS = frozenset(
         "reset_midstream",
         "slow_headers",
         "hang",
+        "token_delay",
     }
 )
 
@@ -30,6 +31,7 @@ DELIVERY_FAULTS = frozenset({"reset_midstream", "slow_headers"})
 
 # Which request paths a fault applies to unless `path` says otherwise (count_tokens too).
 DEFAULT_PATH_PREFIX = "/v1/messages"
+TOKEN_PATH = "/v1/oauth/token"
 
 
 @dataclass
@@ -65,6 +67,12 @@ def make_fault(account: str | None, kind: str, count: int, params: dict[str, Any
         params.setdefault("after_events", 3)
     elif kind == "slow_headers":
         params.setdefault("seconds", 1.0)
+    elif kind == "token_delay":
+        path_prefix = TOKEN_PATH
+        params.setdefault("seconds", 1.0)
+        params.setdefault("commit_if_gone", False)
+        if not isinstance(params["commit_if_gone"], bool):
+            raise ValueError("fault token_delay: commit_if_gone must be true or false")
     return Fault(account, kind, count, params, path_prefix)
 
 

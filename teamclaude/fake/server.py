@@ -23,7 +23,7 @@ class ThreadedServer:
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def _dispatch(self, req: Request, writer: asyncio.StreamWriter) -> bool:
+    async def _dispatch(self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; True when the connection stays open for the next one."""
         raise NotImplementedError
 
@@ -109,7 +109,7 @@ class ThreadedServer:
                 except BadRequest as exc:
                     await _refuse(writer, str(exc))
                     break
-                if req is None or not await self._dispatch(req, writer):
+                if req is None or not await self._dispatch(req, reader, writer):
                     break
         except (ConnectionError, OSError):
             pass

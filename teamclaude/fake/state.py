@@ -236,6 +236,20 @@ class UpstreamState:
         with self._lock:
             return list(self._token_calls)
 
+    def token_counts(self) -> dict[str, dict[str, int]]:
+        """Refresh calls per account: `calls` received (an unknown token counts under ""),
+        `rotated` answered with a new pair (a pair rotated for a client that hung up counts:
+        its old refresh token is dead all the same)."""
+        counts: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for call in self._token_calls:
+                if call.grant_type != "refresh_token":
+                    continue
+                entry = counts.setdefault(call.account or "", {"calls": 0, "rotated": 0})
+                entry["calls"] += 1
+                entry["rotated"] += call.status == 200
+        return counts
+
     def _arrive(self, req: Request) -> Recorded | None:
         """Count (and with `record`, log) a request as it arrives."""
         with self._arrived:

@@ -100,6 +100,28 @@ def test_a_failed_refresh_needing_login_fails_over() -> None:
     assert {a["name"]: a for a in r.snapshot(T0 + 2)["accounts"]}["a"]["needs_login"]
 
 
+def test_a_401_whose_refresh_could_not_run_leaves_the_next_401_its_refresh() -> None:
+    r = pool("a", "b")
+    streaks = Streaks()
+
+    def run(refreshed: Refreshed) -> list[str]:
+        def script(step):
+            if isinstance(step, Refresh):
+                return refreshed
+            return Upstream(401 if step.decision.account == "a" else 200, OK, T0 + 1)
+
+        flow = exchange(r, req("s"), streaks, DEFAULTS, T0)
+        steps = [next(flow)]
+        while not steps[-1].final:
+            steps.append(flow.send(script(steps[-1])))
+        return [type(s).__name__ for s in steps]
+
+    # The token endpoint (or the pool's Redis) was away: an outage, not a login problem.
+    assert run(Refreshed(False, T0 + 1, "no new token could be had")) == ["Send", "Refresh", "Send", "Answer"]
+    assert run(Refreshed(False, T0 + 1, "no new token could be had")) == ["Send", "Refresh", "Send", "Answer"]
+    assert not {a["name"]: a for a in r.snapshot(T0 + 2)["accounts"]}["a"]["needs_login"]
+
+
 def test_unusable_credentials_refuse_the_account_for_this_request() -> None:
     r = pool("a", "b")
 

@@ -505,6 +505,42 @@ def test_token_endpoint_faults_and_bad_client(fake: FakeUpstream, client: Client
     assert status == 401 and answer["error"] == "invalid_client"
 
 
+def _hang_up_during_token_delay(fake: FakeUpstream) -> None:
+    """Send a refresh for ada, and close the connection while the fake holds the answer."""
+    payload = json.dumps({"grant_type": "refresh_token", "refresh_token": "rt-ada", "client_id": CLIENT_ID}).encode()
+    with socket.create_connection(("127.0.0.1", fake.port)) as sock:
+        sock.sendall(b"POST /v1/oauth/token HTTP/1.1\r\nHost: fake\r\ncontent-type: application/json\r\n"
+                     b"content-length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        fake.wait_for_requests(1)
+    deadline = time.monotonic() + 10
+    while not fake.token_calls:
+        assert time.monotonic() < deadline, "the fake did not finish the abandoned token call"
+        time.sleep(0.02)
+
+
+def test_a_delayed_token_answer_whose_client_hung_up_rotates_nothing(fake: FakeUpstream, client: Client) -> None:
+    status, _, _ = client.call("POST", "/_fake/token_delay", json.dumps({"account": "ada", "seconds": 30}).encode())
+    assert status == 200
+    _hang_up_during_token_delay(fake)  # long before the 30 s: the fake noticed the hang-up
+    assert fake.token_counts() == {"ada": {"calls": 1, "rotated": 0}}
+    assert token_call(client, grant_type="refresh_token", refresh_token="rt-ada")[0] == 200  # still good
+    status, _, counts = client.call("GET", "/_fake/token_counts")
+    assert json.loads(counts) == {"ada": {"calls": 2, "rotated": 1}}
+
+
+def test_a_delayed_token_answer_can_commit_for_a_client_that_hung_up(fake: FakeUpstream, client: Client) -> None:
+    fake.inject("ada", "token_delay", seconds=0.3, commit_if_gone=True)
+    _hang_up_during_token_delay(fake)
+    assert fake.token_counts() == {"ada": {"calls": 1, "rotated": 1}}  # the answer was lost
+    assert token_call(client, grant_type="refresh_token", refresh_token="rt-ada")[0] == 400
+
+
+def test_a_delayed_token_answer_is_sent_to_a_waiting_client(fake: FakeUpstream, client: Client) -> None:
+    fake.inject("ada", "token_delay", seconds=0.2)
+    status, answer = token_call(client, grant_type="refresh_token", refresh_token="rt-ada")
+    assert status == 200 and answer["refresh_token"] == fake.account("ada").refresh_token
+
+
 def pkce() -> tuple[str, str]:
     verifier = base64.urlsafe_b64encode(b"v" * 40).rstrip(b"=").decode()
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()

@@ -145,3 +145,11 @@ def test_conversations_per_session_are_bounded_main_and_busy_ones_first():
     assert kept == [None, "agent-3", "agent-39", "agent-38", "agent-37"]
     assert sessions[0]["conversations_omitted"] == 36
     assert len(sessions[1]["conversations"]) == 2 and "conversations_omitted" not in sessions[1]
+
+
+def test_token_problem_names_a_pair_the_pool_cannot_compare() -> None:
+    token_problem = statefile.token_problem
+    lost = {"error": "shared state redis://:***@r:6379/0: reading rotations failed (ConnectionError)"}
+    assert token_problem({"token_shared": lost}) == f"token not shared: {lost['error']}"
+    assert token_problem({"token_shared": {"rotation": 3, "by": "b:1:ab"}}) is None
+    assert token_problem({"token_shared": lost, "token_refresh_error": "x"}) == "refresh failing: x"
