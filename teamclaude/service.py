@@ -31,6 +31,7 @@ from teamclaude.hold import Holds, Waker
 from teamclaude.paths import display_path, fingerprint
 from teamclaude.quota import PoolWindow, pool_windows, quota_document
 from teamclaude.settings import Settings, SettingsError, load_settings
+from teamclaude.shared.connection import new_instance_id
 from teamclaude.shared.state import SharedState
 from teamclaude.statefile import StateWriter, bound_conversations, read_state
 
@@ -117,6 +118,7 @@ class Service:
         self.settings = loaded.settings
         self.accounts = loaded.accounts
         self.shared_client_keys: list[ClientKey] = []
+        self._adopting: set[asyncio.Task[bool]] = set()
         self.keys = keyring_of(self.accounts)
         self.clients = ClientUsage()
         self._fingerprints = (loaded.settings_fingerprint, loaded.accounts_fingerprint)
@@ -126,7 +128,8 @@ class Service:
             [a.to_spec() for a in self.accounts.accounts],
             default_prices(),
         )
-        self.credentials = CredentialManager(self.store, self.settings)
+        self.instance_id = new_instance_id()  # this proxy among the pool's (shared state)
+        self.credentials = CredentialManager(self.store, self.settings, instance_id=self.instance_id)
         self.credentials.reload(self.accounts)
         self.account_uuids = AccountUuids(self.store, self.settings)
         self.activity = ActivityLog()
@@ -143,7 +146,14 @@ class Service:
         self.shared: SharedState | None = None
         if self.settings.shared_state:
             self.shared = SharedState(self.settings.shared_state, self.router, clock, self.changed,
-                                      describe=self.describe_instance, on_clients=self._take_shared_client_keys)
+                                      describe=self.describe_instance, on_clients=self._take_shared_client_keys,
+                                      on_token=self._adopt_shared_token, instance_id=self.instance_id)
+
+    def _adopt_shared_token(self, account_key: str) -> None:
+        """Another proxy announced a new pair for an account: take it now (not at expiry)."""
+        task = asyncio.get_running_loop().create_task(self.credentials.adopt_shared(account_key))
+        self._adopting.add(task)  # held until done, so it is not collected mid-run
+        task.add_done_callback(self._adopting.discard)
 
     def _take_shared_client_keys(self, records: list[ClientKey]) -> None:
         """The pool's client keys as Redis has them now (kept while Redis is away)."""
