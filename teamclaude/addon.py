@@ -292,6 +292,9 @@ class TeamClaude:
         if not gate.key_matches(flow.request.headers, service.proxy_key):
             flow.response = errors.response(401, "authentication_error", errors.missing_key_message())
             return
+        if endpoints.is_metrics(flow.request.method, path):
+            flow.response = http.Response.make(200, *service.metrics.exposition())
+            return
         status, document = await endpoints.answer(
             service, flow.request.method, path, flow.request.raw_content or b"", self._config_path
         )

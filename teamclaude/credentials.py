@@ -92,6 +92,9 @@ class CredentialManager:
         self.refresh_errors: dict[str, str] = {}
         self._file_error: str | None = None
         self._retry_due = asyncio.Event()  # set when a pair could not be saved
+        # Told (account, outcome) of each refresh: refreshed, adopted, needs_login, failed
+        # (teamclaude.metrics). May be called from a worker thread.
+        self.on_refresh: Callable[[str, str], None] | None = None
 
     def configure(self, store: AccountsStore, settings: Settings) -> None:
         """New settings (and possibly a new accounts file); accounts come with `reload`."""
@@ -240,6 +243,10 @@ class CredentialManager:
 
     # ---- internals ----
 
+    def _outcome(self, name: str, outcome: str) -> None:
+        if self.on_refresh is not None:
+            self.on_refresh(name, outcome)
+
     def _expiring(self, account: Account, now: float) -> bool:
         if not account.access_token:
             return True
@@ -259,8 +266,10 @@ class CredentialManager:
             updated, save_error = await asyncio.to_thread(self._refresh_locked, name, seen, force, now, pending)
         except NeedsLogin:
             self.needs_login.add(name)
+            self._outcome(name, "needs_login")
             raise
         except (OAuthError, AccountsError, OSError) as exc:
+            self._outcome(name, "failed")
             return self._without_refresh(name, seen, force, exc)
         self._file_error = None
         self.refresh_errors.pop(name, None)
@@ -325,8 +334,10 @@ class CredentialManager:
                 raise UnknownAccount(name)
             rotated_elsewhere = current.access_token != seen.access_token
             if not self._expiring(current, now) and (rotated_elsewhere or not force):
+                self._outcome(name, "adopted")
                 return _copy(current)
             tokens = self._obtain(current, now)
+            self._outcome(name, "refreshed")
             current.access_token = tokens.access_token
             current.refresh_token = tokens.refresh_token or current.refresh_token
             current.expires_at = tokens.expires_at

@@ -25,6 +25,7 @@ from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore
 from teamclaude.activity import ActivityLog
 from teamclaude.credentials import CredentialManager
 from teamclaude.hold import Holds, Waker
+from teamclaude.metrics import Metrics
 from teamclaude.paths import display_path, fingerprint
 from teamclaude.quota import PoolWindow, pool_windows, quota_document
 from teamclaude.settings import Settings, SettingsError, load_settings
@@ -125,6 +126,8 @@ class Service:
         self.waker = Waker()
         self.holds = Holds()
         self.streaks = Streaks()
+        self.metrics = Metrics(self)
+        self.credentials.on_refresh = self.metrics.token_refresh
         self._restore_persistent()
 
     # ----- identity -----
