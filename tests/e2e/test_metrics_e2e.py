@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -148,6 +149,33 @@ def test_a_weekly_reset_counts_the_quota_left_unused(tmp_path):
     assert value(after, "teamclaude_weekly_quota_forfeited_ratio_total", account="alice") == 1 - last_seen
     assert value(after, "teamclaude_account_window_reset_timestamp_seconds", account="alice", window="7d") \
         == reset + 7 * 86400
+
+
+def test_a_hold_shows_while_it_lasts_and_is_counted_after(tmp_path):
+    with FakeUpstream(accounts=[oauth_account("alice"), oauth_account("bob")]) as fake:
+        cfg = write_config(tmp_path, fake.url, [fake.account("alice"), fake.account("bob")],
+                           hold_budget_s=60, hold_poll_s=30)
+        with start_proxy(cfg) as proxy:
+            fake.inject("alice", "429_retry_after", seconds=3)
+            fake.inject("bob", "429_retry_after", seconds=3)
+            thread = threading.Thread(target=call, args=(proxy.url, "POST", "/v1/messages", message_body()))
+            thread.start()
+            deadline = time.monotonic() + 10
+            while value(held := scrape(proxy.url)[1], "teamclaude_held_requests") != 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            thread.join(30)
+            _, after = scrape(proxy.url)
+
+    assert value(held, "teamclaude_oldest_hold_seconds") >= 0
+    assert value(held, "teamclaude_hold_duration_seconds_count") == 0
+    for account in ("alice", "bob"):
+        assert value(held, "teamclaude_failovers_total", account=account, status="429", reason="retry-after") == 1.0
+        assert value(held, "teamclaude_account_benched", account=account) == 1.0
+    assert value(after, "teamclaude_held_requests") == 0
+    assert value(after, "teamclaude_hold_duration_seconds_count") == 1
+    assert 1 <= value(after, "teamclaude_hold_duration_seconds_sum") < 30
+    assert total(after, "teamclaude_requests_total", status="200") == 1
 
 
 def test_metrics_need_the_proxy_key(tmp_path):
