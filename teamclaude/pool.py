@@ -229,8 +229,8 @@ class Pool:
         response = flow.response
         assert response is not None
         limits = parse_ratelimit_headers(response.headers.items(multi=True))
-        self.service.metrics.observed(attempt.decision.account if attempt.decision else None, limits, self.service.clock())
         step = self.advance(attempt, Upstream(response.status_code, limits, self.service.clock(), streaming))
+        self.service.metrics.observed(attempt.last_account, limits, self.service.clock())
         if self.service.settings.pool_headers:
             own = apply_pool_headers(response.headers, self.service.pool_windows(), attempt.request.model)
             attempt.account_ratelimit = own or attempt.account_ratelimit
