@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from routing.failures import Verdict
-from routing.lifecycle import Failed, Outcome
+from routing.lifecycle import Failed, Outcome, Upstream
 from routing.policy import BLOCKED, FAR_OVER_LINE
 from routing.ratelimits import RateLimits
 from routing.types import Decision
@@ -292,9 +292,12 @@ class Metrics:
         if cost > 0 and math.isfinite(cost):
             self.cost.labels(who, model, client).inc(cost)
 
-    def advanced(self, attempt: Attempt, failures_before: int, outcome: Outcome) -> None:
-        """The lifecycle took `outcome` (Pool.advance): every account it gave up on for this
-        request since (`attempt.history` past `failures_before`) is a failover."""
+    def advanced(self, attempt: Attempt, account: str | None, failures_before: int, outcome: Outcome) -> None:
+        """The lifecycle took `outcome` about `account` (Pool.advance): an upstream answer's
+        rate-limit headers are read for weekly resets, and every account it gave up on for
+        this request since (`attempt.history` past `failures_before`) is a failover."""
+        if isinstance(outcome, Upstream):
+            self.observed(account, outcome.limits, outcome.now)
         reason = failover_reason(outcome, attempt.verdict)
         for failed in attempt.history[failures_before:]:
             self.failovers.labels(failed.get("account") or NONE, status_label(failed.get("status")), reason).inc()
@@ -309,8 +312,8 @@ class Metrics:
         self.holds.observe(max(0.0, seconds))
 
     def observed(self, account: str | None, limits: RateLimits, now: float) -> None:
-        """An upstream answer's rate-limit headers (Pool.observe): a weekly reset since the
-        account's last reading counts what it forfeited."""
+        """An upstream answer's rate-limit headers: a weekly reset since the account's last
+        reading counts what it forfeited."""
         reading = weekly_reading(limits)
         if account is None or reading is None:
             return

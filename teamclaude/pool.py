@@ -87,7 +87,7 @@ class Pool:
         account = attempt.decision.account if attempt.decision else None
         failures = len(attempt.history)
         step = attempt.advance(outcome)
-        self.service.metrics.advanced(attempt, failures, outcome)
+        self.service.metrics.advanced(attempt, account, failures, outcome)
         self.service.changed()
         verdict = attempt.verdict
         if isinstance(outcome, Upstream) and verdict is not None and verdict.bench_until is not None:
@@ -230,7 +230,6 @@ class Pool:
         assert response is not None
         limits = parse_ratelimit_headers(response.headers.items(multi=True))
         step = self.advance(attempt, Upstream(response.status_code, limits, self.service.clock(), streaming))
-        self.service.metrics.observed(attempt.last_account, limits, self.service.clock())
         if self.service.settings.pool_headers:
             own = apply_pool_headers(response.headers, self.service.pool_windows(), attempt.request.model)
             attempt.account_ratelimit = own or attempt.account_ratelimit

@@ -192,10 +192,10 @@ def test_failovers_are_counted_per_account_left(tmp_path):
     attempt = attempt_for()
     attempt.verdict = SimpleNamespace(kind="window")
     attempt.history.append({"account": "a", "status": 429, "reason": "7d window rejected"})
-    service.metrics.advanced(attempt, 0, Upstream(429, parse_ratelimit_headers([]), NOW))
+    service.metrics.advanced(attempt, "a", 0, Upstream(429, parse_ratelimit_headers([]), NOW))
     attempt.history.append({"account": "b", "status": None, "reason": "no usable token"})
-    service.metrics.advanced(attempt, 1, Failed("refused", NOW))
-    service.metrics.advanced(attempt, 2, Upstream(200, parse_ratelimit_headers([]), NOW))  # nothing new
+    service.metrics.advanced(attempt, "b", 1, Failed("refused", NOW))
+    service.metrics.advanced(attempt, "a", 2, Upstream(200, parse_ratelimit_headers([]), NOW))  # nothing new
     samples = scrape(service)
     assert value(samples, "teamclaude_failovers_total", account="a", status="429", reason="window") == 1.0
     assert value(samples, "teamclaude_failovers_total", account="b", status="none", reason="no-token") == 1.0
