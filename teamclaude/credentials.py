@@ -92,9 +92,10 @@ class CredentialManager:
         self.refresh_errors: dict[str, str] = {}
         self._file_error: str | None = None
         self._retry_due = asyncio.Event()  # set when a pair could not be saved
-        # Told (account, outcome) of each refresh: refreshed, adopted, needs_login, failed
-        # (teamclaude.metrics). May be called from a worker thread.
+        # Told (account, outcome) of each refresh: refreshed, adopted (another process had
+        # rotated the pair), needs_login, failed (teamclaude.metrics).
         self.on_refresh: Callable[[str, str], None] | None = None
+        self._obtained: set[str] = set()  # accounts whose refresh in progress got new tokens
 
     def configure(self, store: AccountsStore, settings: Settings) -> None:
         """New settings (and possibly a new accounts file); accounts come with `reload`."""
@@ -261,6 +262,7 @@ class CredentialManager:
             task.exception()  # retrieved here so an unawaited failure is not reported twice
 
     async def _refresh(self, name: str, seen: Account, force: bool, now: float) -> Account:
+        self._obtained.discard(name)
         pending = [u.account for u in self.unsaved.values()]
         try:
             updated, save_error = await asyncio.to_thread(self._refresh_locked, name, seen, force, now, pending)
@@ -269,13 +271,13 @@ class CredentialManager:
             self._outcome(name, "needs_login")
             raise
         except (OAuthError, AccountsError, OSError) as exc:
-            self._outcome(name, "failed")
             return self._without_refresh(name, seen, force, exc)
         self._file_error = None
         self.refresh_errors.pop(name, None)
         if name in self._accounts:
             self._accounts[name] = updated
         self._refreshed_at[name] = self._clock()
+        self._outcome(name, "refreshed" if name in self._obtained else "adopted")
         self.needs_login.discard(name)
         if save_error is None:
             for other in pending:
@@ -295,6 +297,7 @@ class CredentialManager:
             if why != self._file_error:
                 logger.error("teamclaude: account '%s': %s", name, why)
             self._file_error = why
+        self._outcome(name, "failed")
         self.refresh_errors[name] = why
         current = self._accounts.get(name, seen)
         valid = current.expires_at is None or current.expires_at / 1000.0 > self._clock()
@@ -334,10 +337,8 @@ class CredentialManager:
                 raise UnknownAccount(name)
             rotated_elsewhere = current.access_token != seen.access_token
             if not self._expiring(current, now) and (rotated_elsewhere or not force):
-                self._outcome(name, "adopted")
                 return _copy(current)
             tokens = self._obtain(current, now)
-            self._outcome(name, "refreshed")
             current.access_token = tokens.access_token
             current.refresh_token = tokens.refresh_token or current.refresh_token
             current.expires_at = tokens.expires_at
@@ -369,12 +370,14 @@ class CredentialManager:
         if not account.refresh_token:
             raise NeedsLogin(account.name)
         try:
-            return oauth.refresh(self.settings.oauth_token_url, account.refresh_token,
-                                 account_name=account.name, now=now)
+            tokens = oauth.refresh(self.settings.oauth_token_url, account.refresh_token,
+                                   account_name=account.name, now=now)
         except NeedsLogin:
             if not account.source:
                 raise
-            return self._from_source(account, now)
+            tokens = self._from_source(account, now)
+        self._obtained.add(account.name)
+        return tokens
 
     def _from_source(self, account: Account, now: float) -> TokenSet:
         """Claude Code may have rotated the shared refresh token: take its newer copy."""
