@@ -2,8 +2,9 @@
 
 One `Metrics` per `Service`, on its own `CollectorRegistry` (never the process-wide default:
 tests run several services in one process). Counters are bumped where things happen, by
-one-line calls from the pool, the failover path and the credential manager; gauges are read
-from the router and the service when Prometheus scrapes. The decisions (label values, which
+one-line calls from the pool (each lifecycle step — failovers included —, each send, hold
+and finished request) and the credential manager (`on_refresh`); gauges are read from the
+router and the service when Prometheus scrapes. The decisions (label values, which
 moves break a cache, a weekly reset and what it forfeited) are pure functions below.
 
 Labels are bounded: accounts and client keys are few and named in files; a model label is
@@ -50,12 +51,10 @@ MAX_LABEL_CHARS = 100
 # `api-key-last-resort` and is not counted.
 CACHE_BREAKING_REASONS = frozenset({BLOCKED, FAR_OVER_LINE})
 
-REFRESH_OUTCOMES = ("refreshed", "adopted", "needs_login", "failed")
 WEEKLY_WINDOW = "7d"
 # A weekly reset is seen when the window's reset moves forward and the old one has passed,
 # allowing for this much difference between our clock and the API's.
 RESET_CLOCK_SKEW_S = 300.0
-TOKEN_TYPES = ("input", "output", "cache_read", "cache_creation")
 HOLD_BUCKETS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
@@ -326,5 +325,6 @@ class Metrics:
             self._week[account] = reading
 
     def token_refresh(self, account: str, outcome: str) -> None:
-        """CredentialManager.on_refresh (may run in a worker thread: counters are thread-safe)."""
+        """CredentialManager.on_refresh: one refresh's outcome: refreshed, adopted,
+        needs_login or failed."""
         self.refreshes.labels(account, outcome).inc()
