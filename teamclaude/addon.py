@@ -300,6 +300,9 @@ class TeamClaude:
         if holder.client is not None and flow.request.method.upper() not in ("GET", "HEAD"):
             flow.response = errors.response(403, "permission_error", errors.ADMIN_ONLY)
             return
+        if endpoints.is_metrics(flow.request.method, path):
+            flow.response = http.Response.make(200, *service.metrics.exposition())
+            return
         status, document = await endpoints.answer(
             service, flow.request.method, path, flow.request.raw_content or b"", self._config_path
         )

@@ -114,6 +114,10 @@ class CredentialManager:
         self.refresh_errors: dict[str, str] = {}
         self._file_error: str | None = None
         self._retry_due = asyncio.Event()  # set when a pair could not be saved
+        # Told (account, outcome) of each refresh: refreshed, adopted (another process had
+        # rotated the pair), needs_login, failed (teamclaude.metrics).
+        self.on_refresh: Callable[[str, str], None] | None = None
+        self._obtained: set[str] = set()  # accounts whose refresh in progress got new tokens
 
     def configure(self, store: AccountsStore, settings: Settings) -> None:
         """New settings (and possibly a new accounts file); accounts come with `reload`."""
@@ -342,6 +346,10 @@ class CredentialManager:
 
     # ---- internals ----
 
+    def _outcome(self, name: str, outcome: str) -> None:
+        if self.on_refresh is not None:
+            self.on_refresh(name, outcome)
+
     def _expiring(self, account: Account, now: float) -> bool:
         if not account.access_token:
             return True
@@ -356,12 +364,14 @@ class CredentialManager:
             task.exception()  # retrieved here so an unawaited failure is not reported twice
 
     async def _refresh(self, name: str, seen: Account, force: bool, now: float) -> Account:
+        self._obtained.discard(name)
         pending = [u.account for u in self.unsaved.values()]
         worker = self._refresh_locked if self.shared is None else self._refresh_shared
         try:
             updated, save_error = await asyncio.to_thread(worker, name, seen, force, now, pending)
         except NeedsLogin:
             self.needs_login.add(name)
+            self._outcome(name, "needs_login")
             raise
         except (OAuthError, AccountsError, OSError, SharedUnavailable) as exc:
             return self._without_refresh(name, seen, force, exc)
@@ -370,6 +380,7 @@ class CredentialManager:
         if name in self._accounts:
             self._accounts[name] = updated
         self._refreshed_at[name] = self._clock()
+        self._outcome(name, "refreshed" if name in self._obtained else "adopted")
         self.needs_login.discard(name)
         if save_error is None:
             for other in pending:
@@ -391,6 +402,7 @@ class CredentialManager:
             if why != self._file_error:
                 logger.error("teamclaude: account '%s': %s", name, why)
             self._file_error = why
+        self._outcome(name, "failed")
         self.refresh_errors[name] = why
         current = self._accounts.get(name, seen)
         valid = current.expires_at is None or current.expires_at / 1000.0 > self._clock()
@@ -673,12 +685,14 @@ class CredentialManager:
         if not account.refresh_token:
             raise NeedsLogin(account.name)
         try:
-            return oauth.refresh(self.settings.oauth_token_url, account.refresh_token,
-                                 account_name=account.name, now=now)
+            tokens = oauth.refresh(self.settings.oauth_token_url, account.refresh_token,
+                                   account_name=account.name, now=now)
         except NeedsLogin:
             if not account.source:
                 raise
-            return self._from_source(account, now)
+            tokens = self._from_source(account, now)
+        self._obtained.add(account.name)
+        return tokens
 
     def _from_source(self, account: Account, now: float) -> TokenSet:
         """Claude Code may have rotated the shared refresh token: take its newer copy."""

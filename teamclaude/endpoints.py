@@ -12,7 +12,8 @@ from teamclaude.accounts_store import AccountsError
 from teamclaude.credentials import UnknownAccount
 from teamclaude.service import ConfigError, Service
 
-LOCAL_PATHS = frozenset({
+METRICS_PATHS = frozenset({"/metrics", "/teamclaude/metrics"})
+LOCAL_PATHS = METRICS_PATHS | frozenset({
     "/teamclaude/health",
     "/teamclaude/status",
     "/teamclaude/capacity",
@@ -25,6 +26,11 @@ LOCAL_PATHS = frozenset({
 
 def is_local(path: str) -> bool:
     return path in LOCAL_PATHS or path.startswith("/teamclaude/")
+
+
+def is_metrics(method: str, path: str) -> bool:
+    """Prometheus' scrape: answered in its text format (`Service.metrics`), not JSON."""
+    return method.upper() == "GET" and path in METRICS_PATHS
 
 
 def _error(status: int, kind: str, message: str) -> tuple[int, dict[str, Any]]:

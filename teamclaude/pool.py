@@ -107,7 +107,9 @@ class Pool:
     def advance(self, attempt: Attempt, outcome: Outcome) -> Step:
         """Tell the lifecycle what happened; it benches, releases and chooses (behaviour §6)."""
         account = attempt.decision.account if attempt.decision else None
+        failures = len(attempt.history)
         step = attempt.advance(outcome)
+        self.service.metrics.advanced(attempt, account, failures, outcome)
         self.service.changed()
         if account is not None and self.service.shared is not None:
             self.service.shared.account_changed(account)
@@ -138,6 +140,7 @@ class Pool:
                 logger.warning("teamclaude: %s", exc)
                 step = self.advance(attempt, Failed(str(exc), service.clock(), needs_login=isinstance(exc, NeedsLogin)))
                 continue
+            self.service.metrics.sending(attempt, step.decision)
             await self.rewrite(flow, attempt, account)
             return step
 
@@ -146,7 +149,8 @@ class Pool:
         in the capacity meanwhile, woken early by `Service.changed` (releases, headers)."""
         service = self.service
         budget = self.hold_budget_s() - attempt.held_s
-        token = service.holds.begin(service.clock())
+        began = service.clock()
+        token = service.holds.begin(began)
         flow.marked = HOLD_MARK
         flow.comment = f"teamclaude: held, waiting for an account (up to {budget:.0f}s)"
         _show_update(flow)
@@ -158,6 +162,7 @@ class Pool:
                 step = attempt.advance(Woke(service.clock()))
         finally:
             service.holds.end(token)
+            service.metrics.held(service.clock() - began)
             service.changed()
         return step
 
@@ -309,6 +314,7 @@ class Pool:
         reason = attempt.decision.reason if attempt.decision else "none"
         duration_ms = round((now - attempt.started) * 1000)
         tokens = usage.total if usage is not None else 0
+        service.metrics.finished(attempt, account, status, usage)
         self.annotate(flow, attempt, {"status": status, "tokens": tokens, "duration_ms": duration_ms})
         meta = flow.metadata["teamclaude"]
         self._log_flow(flow, {

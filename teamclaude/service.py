@@ -28,6 +28,7 @@ from teamclaude.client_keys import ClientKey, Keyring
 from teamclaude.client_usage import ClientUsage
 from teamclaude.credentials import CredentialManager
 from teamclaude.hold import Holds, Waker
+from teamclaude.metrics import Metrics
 from teamclaude.paths import display_path, fingerprint
 from teamclaude.quota import PoolWindow, pool_windows, quota_document
 from teamclaude.settings import Settings, SettingsError, load_settings
@@ -141,6 +142,8 @@ class Service:
         self.waker = Waker()
         self.holds = Holds()
         self.streaks = Streaks()
+        self.metrics = Metrics(self)
+        self.credentials.on_refresh = self.metrics.token_refresh
         self._restore_persistent()
         # The pool's other proxies (the `shared_state` setting); None: this proxy alone.
         self.shared: SharedState | None = None

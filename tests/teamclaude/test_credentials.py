@@ -375,3 +375,27 @@ async def test_a_pair_the_journal_took_survives_a_crash_before_the_file_is_writt
     assert AccountsStore(store.path).recover() == ["alice"]  # what a restart does
     assert store.read().get("alice").refresh_token == rotated.refresh_token
     assert not store.journal.path.exists()
+
+
+async def test_on_refresh_hears_each_outcome(fake: FakeUpstream, settings: Settings) -> None:
+    heard: list[tuple[str, str]] = []
+    store = make_store(settings, expires_in_s=60)
+    stale = manager_for(store, settings)  # still holds the pair the other one rotates
+    manager = manager_for(store, settings)
+    for listening in (stale, manager):
+        listening.on_refresh = lambda name, outcome: heard.append((name, outcome))
+    await asyncio.gather(*(manager.fresh("alice") for _ in range(5)))
+    assert heard == [("alice", "refreshed")]
+    await stale.fresh("alice")
+    assert heard[1:] == [("alice", "adopted")]
+    dead = manager_for(make_store(settings, expires_in_s=60), settings)  # ALICE_REFRESH was used above
+    dead.on_refresh = lambda name, outcome: heard.append((name, outcome))
+    with pytest.raises(NeedsLogin):
+        await dead.fresh("alice")
+    assert heard[2:] == [("alice", "needs_login")]
+    fake.inject(None, "503", count=3, path="/v1/oauth/token")
+    down = manager_for(make_store(settings, expires_in_s=-10), settings)
+    down.on_refresh = lambda name, outcome: heard.append((name, outcome))
+    with pytest.raises(OAuthError):
+        await down.fresh("alice")
+    assert heard[3:] == [("alice", "failed")]
