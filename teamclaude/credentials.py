@@ -57,7 +57,8 @@ __all__ = ["CredentialManager", "NeedsLogin", "OAuthError", "RefreshFailed", "Un
 
 logger = logging.getLogger(__name__)
 
-# A forced refresh (after a 401) is skipped when the account was refreshed this recently.
+# A forced refresh (after a 401) is skipped when the account was refreshed this recently, or
+# took a pair from the pool this recently (the 401 is then for the token it replaced).
 FORCE_MIN_INTERVAL_S = 10.0
 BACKGROUND_INTERVAL_S = 60.0
 # Waits between attempts to write a pair the accounts file refused; the last one repeats.
@@ -161,8 +162,9 @@ class CredentialManager:
         """The account with an access token that is good for at least `refresh_skew_s`.
 
         `force` refreshes even an unexpired token (after a 401), unless the account was
-        refreshed less than 10 s ago. Raises `NeedsLogin` when only a new login helps, and
-        `OAuthError` when the token endpoint fails and the current token has expired.
+        refreshed, or took the pool's pair, less than 10 s ago. Raises `NeedsLogin` when
+        only a new login helps, and `OAuthError` when the token endpoint fails and the
+        current token has expired.
         """
         return await self._fresh(name, force, self._clock())
 
@@ -331,6 +333,9 @@ class CredentialManager:
         if (mine.access_token, mine.refresh_token) == (adopted.access_token, adopted.refresh_token):
             return False
         self._accounts[name] = adopted
+        # As new as a pair refreshed here: a 401 now is for a request that left with the old
+        # token, and a forced refresh would spend the pool's fresh refresh token for nothing.
+        self._refreshed_at[name] = self._clock()
         self.needs_login.discard(name)
         self.refresh_errors.pop(name, None)
         if save_error is not None:

@@ -174,6 +174,19 @@ async def test_after_a_401_a_newer_pool_pair_is_adopted_without_refreshing(
     assert fake.token_calls == [REFRESH]
 
 
+async def test_a_401_for_the_token_sent_before_a_pool_pair_was_taken_spends_no_refresh(
+        tmp_path: Path, fake: FakeUpstream, settings: Settings, redis_server: RedisServer) -> None:
+    first = proxy(tmp_path, settings, redis_server, "first")
+    second = proxy(tmp_path, settings, redis_server, "second", expires_in_s=3600)
+    sent = second.get("alice")  # a request leaves with the old token
+    rotated = await first.fresh("alice")
+    assert await second.adopt_shared(KEY)  # the first proxy's token event arrives meanwhile
+    # Upstream refuses the old token: the pool's pair, taken a moment ago, is the answer; a
+    # refresh now would spend its single-use refresh token and rotate the pair under the pool.
+    assert (await second.fresh("alice", force=True)).access_token == rotated.access_token != sent.access_token
+    assert fake.token_calls == [REFRESH]
+
+
 async def test_the_lease_of_a_dead_holder_is_taken_over_when_it_lapses(
         tmp_path: Path, fake: FakeUpstream, settings: Settings, redis_server: RedisServer) -> None:
     manager = proxy(tmp_path, settings, redis_server, "survivor")
