@@ -3,29 +3,18 @@ two proxies can never interleave a read and a write (Redis runs a script alone).
 
 from __future__ import annotations
 
-# KEYS[1] bench key, KEYS[2] events channel; ARGV: until (s), value, ttl ms, event.
-# A bench deadline only ever extends: a shorter one (re-applied late) is ignored.
-BENCH = """
+# KEYS[1] the key, KEYS[2] the events channel; ARGV: the JSON field compared, the new value
+# of that field, the new JSON value, its TTL in ms, the event to announce. Written (and
+# announced) only when the new field is greater than the stored one: a bench deadline only
+# ever extends (field "until"), and the newest rate-limit reading wins (field "at").
+SET_IF_GREATER = """
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, old = pcall(cjson.decode, current)
-  if ok and tonumber(old['until']) and tonumber(old['until']) >= tonumber(ARGV[1]) then return 0 end
+  if ok and tonumber(old[ARGV[1]]) and tonumber(old[ARGV[1]]) >= tonumber(ARGV[2]) then return 0 end
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-redis.call('PUBLISH', KEYS[2], ARGV[4])
-return 1
-"""
-
-# KEYS[1] window key, KEYS[2] events channel; ARGV: observed at (s), value, ttl ms, event.
-# The newest observation wins, whichever proxy writes last.
-WINDOW = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, old = pcall(cjson.decode, current)
-  if ok and tonumber(old['at']) and tonumber(old['at']) >= tonumber(ARGV[1]) then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-redis.call('PUBLISH', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+redis.call('PUBLISH', KEYS[2], ARGV[5])
 return 1
 """
 

@@ -201,8 +201,8 @@ class SharedState:
                             "raw": limits.raw, "by": self.instance_id})
 
         def add(pipe: Any) -> int:
-            self._script(pipe, "window", [names.window(account), names.EVENTS],
-                         [repr(at), value, int(WINDOW_TTL_S * 1000), event])
+            self._script(pipe, "set_if_greater", [names.window(account), names.EVENTS],
+                         ["at", repr(at), value, int(WINDOW_TTL_S * 1000), event])
             return 1
 
         self._enqueue(_Write(add))
@@ -261,7 +261,7 @@ class SharedState:
         client = async_client(self.url)
         self._client = client
         await client.ping()
-        for name, text in (("bench", scripts.BENCH), ("window", scripts.WINDOW), ("bind", scripts.BIND)):
+        for name, text in (("set_if_greater", scripts.SET_IF_GREATER), ("bind", scripts.BIND)):
             self._scripts[name] = await client.script_load(text)  # loaded again after a Redis restart
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(names.EVENTS)
@@ -499,7 +499,8 @@ class SharedState:
         ttl_ms = max(1, math.ceil((until - now) * 1000))
 
         def add(pipe: Any) -> int:
-            self._script(pipe, "bench", [names.bench(account, family), names.EVENTS], [repr(until), value, ttl_ms, event])
+            self._script(pipe, "set_if_greater", [names.bench(account, family), names.EVENTS],
+                         ["until", repr(until), value, ttl_ms, event])
             return 1
 
         return _Write(add)

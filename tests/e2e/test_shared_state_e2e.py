@@ -24,7 +24,7 @@ from teamclaude.fakeupstream import FakeUpstream
 from teamclaude.proxyproc import ProxyProcess
 from teamclaude.shared import names
 from teamclaude.shared.state import HEARTBEAT_S, LEASE_S
-from tests.e2e.cli_runner import run_cli
+from tests.e2e.cli_runner import run_cli, wait_until
 from tests.e2e.harness import call, message_body, oauth_account, proxy_status, start_proxy, write_config
 
 SESSION_HEADER = "x-claude-code-session-id"
@@ -61,16 +61,6 @@ def shared_of(proxy: ProxyProcess) -> dict[str, Any]:
 
 def account_of(proxy: ProxyProcess, name: str) -> dict[str, Any]:
     return next(a for a in proxy_status(proxy)["accounts"] if a["name"] == name)
-
-
-def wait_until(condition: Callable[[], Any], *, within: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
-        time.sleep(0.02)
 
 
 def ask(proxy: ProxyProcess, session: str | None = None, headers: dict[str, str] | None = None) -> int:
@@ -113,7 +103,7 @@ def test_a_bench_at_one_proxy_is_honoured_by_the_others_within_a_second(start_pr
     assert ask(first) == 200  # alice's window is rejected: benched, served by bob
     benched_at = time.monotonic()
     assert [(r.account, r.status) for r in fake.requests] == [("alice", 429), ("bob", 200)]
-    wait_until(lambda: account_of(second, "alice")["bench_until"], within=1.0, what="the bench at the second proxy")
+    wait_until(lambda: account_of(second, "alice")["bench_until"], timeout=1.0, what="the bench at the second proxy")
     assert time.monotonic() - benched_at < 1.0
     assert ask(second) == 200
     assert [r.account for r in fake.requests][2:] == ["bob"]  # the second proxy never tried alice
@@ -134,10 +124,10 @@ def test_a_killed_proxys_in_flight_slots_free_themselves(start_proxies, fake):
     assert fake.requests[-1].account != busy
     os.killpg(first.process.pid, signal.SIGKILL)
     killed_at = time.monotonic()
-    wait_until(lambda: account_of(second, busy)["inflight"] == 0, within=LEASE_S + 5 * HEARTBEAT_S,
+    wait_until(lambda: account_of(second, busy)["inflight"] == 0, timeout=LEASE_S + 5 * HEARTBEAT_S,
                what="the killed proxy's lease expired")
     assert time.monotonic() - killed_at >= 1.0  # freed by the lease's TTL, not by a goodbye
-    wait_until(lambda: any(i["stopped"] for i in shared_of(second)["instances"]), within=10.0,
+    wait_until(lambda: any(i["stopped"] for i in shared_of(second)["instances"]), timeout=10.0,
                what="the killed proxy shown as stopped")
 
 

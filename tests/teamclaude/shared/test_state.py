@@ -85,7 +85,7 @@ async def test_a_bench_deadline_only_extends(proxies, redis_server):
     stored = redis_server.client().get(names.bench("alice", None))
     shorter = json.dumps({"type": "bench", "account": "alice", "until": now + 10, "reason": "late", "by": "c"})
     assert redis_server.client().eval(
-        scripts.BENCH, 2, names.bench("alice", None), names.EVENTS,
+        scripts.SET_IF_GREATER, 2, names.bench("alice", None), names.EVENTS, "until",
         repr(now + 10), json.dumps({"until": now + 10, "reason": "late"}), 10_000, shorter) == 0
     assert redis_server.client().get(names.bench("alice", None)) == stored
     assert 0 < redis_server.client().pttl(names.bench("alice", None)) <= 100_000
