@@ -92,7 +92,6 @@ class SharedState:
         self.last_error: str | None = "not connected yet"
         self.instances: list[dict[str, Any]] = []
         self.pool_usage: dict[str, dict[str, float]] = {}
-        self.commands_sent = 0
         self._client: redis.asyncio.Redis | None = None
         self._queue: list[_Write] = []
         self._queued = asyncio.Event()
@@ -119,7 +118,6 @@ class SharedState:
         except _ERRORS as exc:
             self._lost(exc)
             return
-        self.commands_sent += 1
         if stored is not None:
             self._adopt_binding(key, stored)
 
@@ -358,7 +356,6 @@ class SharedState:
     async def _read_clients(self, client: redis.asyncio.Redis) -> None:
         self._clients_due = False
         records = clients.parse_all(await client.hgetall(names.CLIENTS))
-        self.commands_sent += 1
         if self.on_clients is not None:
             self.on_clients(records)
 
@@ -406,7 +403,6 @@ class SharedState:
                 for i, n in enumerate(numbers):
                     pending[i] += n
             raise
-        self.commands_sent += len(results)
         position = 4
         for account in accounts:
             position += 2 if own.get(account) else 1
@@ -424,7 +420,6 @@ class SharedState:
         if not ids:
             return []
         values = await client.mget([names.instance(i) for i in ids])
-        self.commands_sent += 1
         found = []
         for raw in values:
             if raw is None:
@@ -476,7 +471,6 @@ class SharedState:
             pipe = client.pipeline(transaction=False)
             counts = [write.add(pipe) for write in writes]
             results = await pipe.execute()
-            self.commands_sent += len(results)
             position = 0
             for write, count in zip(writes, counts, strict=True):
                 if write.done is not None:
