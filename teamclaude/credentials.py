@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from teamclaude import oauth
+from teamclaude.aio import raise_if_cancelled
 from teamclaude.accounts_store import (
     Account,
     AccountsDoc,
@@ -213,11 +214,13 @@ class CredentialManager:
         await self.check_shared()
         next_idle = self._clock() + interval_s
         while True:
+            raise_if_cancelled()
             now = self._clock()
             wake = min([next_idle, *(u.next_try for u in self.unsaved.values())])
             self._retry_due.clear()
             try:
-                await asyncio.wait_for(self._retry_due.wait(), max(0.0, wake - now))
+                async with asyncio.timeout(max(0.0, wake - now)):
+                    await self._retry_due.wait()
                 continue  # a new unsaved pair: sleep until its retry instead
             except TimeoutError:
                 pass

@@ -32,7 +32,8 @@ class Waker:
     async def wait(self, timeout: float) -> None:
         event = self._event
         try:
-            await asyncio.wait_for(event.wait(), max(0.0, timeout))
+            async with asyncio.timeout(max(0.0, timeout)):
+                await event.wait()
         except TimeoutError:
             pass
 

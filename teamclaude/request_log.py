@@ -28,6 +28,7 @@ from typing import Any
 from mitmproxy import http
 
 from teamclaude import redact
+from teamclaude.aio import raise_if_cancelled
 from teamclaude.inflate import MAX_INFLATED_BODY, BodyTooLarge, UndecodableBody, inflate
 
 logger = logging.getLogger(__name__)
@@ -235,11 +236,13 @@ class RequestLog:
         """Write queued entries and prune old files until `close` (or cancellation)."""
         next_prune = self._clock()
         while True:
+            raise_if_cancelled()
             if self._clock() >= next_prune:
                 await asyncio.to_thread(self.prune_now)
                 next_prune = self._clock() + PRUNE_EVERY_S
             try:
-                first = await asyncio.wait_for(self._queue.get(), timeout=max(0.0, next_prune - self._clock()))
+                async with asyncio.timeout(max(0.0, next_prune - self._clock())):
+                    first = await self._queue.get()
             except TimeoutError:
                 continue
             batch = [first]

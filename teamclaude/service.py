@@ -24,6 +24,7 @@ from teamclaude import __version__, account_controls
 from teamclaude.account_uuids import AccountUuids
 from teamclaude.accounts_store import AccountsDoc, AccountsError, AccountsStore
 from teamclaude.activity import ActivityLog
+from teamclaude.aio import raise_if_cancelled
 from teamclaude.client_keys import ClientKey, Keyring
 from teamclaude.client_usage import ClientUsage
 from teamclaude.credentials import CredentialManager
@@ -418,6 +419,7 @@ class Service:
     async def watch(self, config_path: Path | None) -> None:
         """Poll both files and apply edits while running."""
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(WATCH_INTERVAL_S)
             if not await asyncio.to_thread(self.files_changed):
                 continue

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from teamclaude.aio import raise_if_cancelled
 from teamclaude.atomic import atomic_write
 
 VERSION = 1
@@ -124,8 +125,10 @@ class StateWriter:
     async def run(self) -> None:
         """Write until cancelled."""
         while True:
+            raise_if_cancelled()
             try:
-                await asyncio.wait_for(self._dirty.wait(), timeout=self._heartbeat_s)
+                async with asyncio.timeout(self._heartbeat_s):
+                    await self._dirty.wait()
             except TimeoutError:
                 pass
             self._dirty.clear()

@@ -117,18 +117,16 @@ async def send(
     writer = None
     stage = f"no response headers within {header_timeout_s:g}s"
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=context, server_hostname=host if secure else None,
-                                    limit=_MAX_HEADER_BYTES),
-            header_timeout_s,
-        )
+        async with asyncio.timeout(header_timeout_s):
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=context, server_hostname=host if secure else None, limit=_MAX_HEADER_BYTES)
         writer.write(payload)
         await writer.drain()
-        status, response_headers = await asyncio.wait_for(_read_head(reader), header_timeout_s)
+        async with asyncio.timeout(header_timeout_s):
+            status, response_headers = await _read_head(reader)
         stage = f"response not complete within {total_timeout_s:g}s"
-        response_body = await asyncio.wait_for(
-            _read_body(reader, response_headers, status, method), max(0.0, total_timeout_s - header_timeout_s)
-        )
+        async with asyncio.timeout(max(0.0, total_timeout_s - header_timeout_s)):
+            response_body = await _read_body(reader, response_headers, status, method)
     except TimeoutError as exc:
         raise UpstreamError(stage) from exc
     except OSError as exc:

@@ -39,6 +39,7 @@ from routing.engine import Router
 from routing.ratelimits import RateLimits, parse_ratelimit_headers
 from routing.types import RequestInfo
 from routing.usage import Usage
+from teamclaude.aio import raise_if_cancelled
 from teamclaude.client_keys import ClientKey
 from teamclaude.shared import clients, names, scripts
 from teamclaude.shared.connection import async_client, display_url, new_instance_id, sync_client
@@ -114,7 +115,8 @@ class SharedState:
         if key is None or client is None or not self.healthy or self.router.binding_of(key) is not None:
             return
         try:
-            stored = await asyncio.wait_for(client.get(names.binding(key)), LOOKUP_TIMEOUT_S)
+            async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                stored = await client.get(names.binding(key))
         except _ERRORS as exc:
             self._lost(exc)
             return
@@ -225,6 +227,7 @@ class SharedState:
         with backoff whenever Redis is lost."""
         failures = 0
         while True:
+            raise_if_cancelled()
             try:
                 await self._session()
             except asyncio.CancelledError:
@@ -344,6 +347,7 @@ class SharedState:
     async def _heartbeat(self, client: redis.asyncio.Redis) -> None:
         beats = 0
         while True:
+            raise_if_cancelled()
             await self._beat(client)
             beats += 1
             if beats % 60 == 0:
@@ -437,6 +441,7 @@ class SharedState:
 
     async def _listen(self, pubsub: Any) -> None:
         while True:
+            raise_if_cancelled()
             message = await pubsub.get_message(timeout=HEARTBEAT_S)
             if message is None or message.get("type") != "message":
                 continue
@@ -465,6 +470,7 @@ class SharedState:
     async def _write(self, client: redis.asyncio.Redis) -> None:
         """The writer: everything queued since the last round trip, in one pipeline."""
         while True:
+            raise_if_cancelled()
             await self._queued.wait()
             self._queued.clear()
             writes, self._queue = self._queue, []

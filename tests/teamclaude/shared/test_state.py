@@ -19,6 +19,7 @@ from teamclaude.shared import names, scripts, state
 from teamclaude.shared.state import SharedState
 
 ACCOUNTS = [AccountSpec("alice", "oauth"), AccountSpec("bob", "oauth")]
+STOP_WITHIN_S = 5.0
 
 
 class Proxy:
@@ -38,9 +39,12 @@ class Proxy:
         return self
 
     async def stop(self) -> None:
+        """Cancel the task and see it end (a task that runs on after a cancellation fails
+        the test rather than hanging it)."""
         if self.task is not None:
             self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            done, _ = await asyncio.wait({self.task}, timeout=STOP_WITHIN_S)
+            assert done, f"the shared-state task ran on {STOP_WITHIN_S} s after it was cancelled"
             self.task = None
 
 
@@ -159,3 +163,29 @@ async def test_redis_lost_degrades_then_resyncs_its_own_live_state(proxies, redi
     assert client.get(names.bench("bob", None)) is not None  # written again by the resync
     assert client.zcard(names.inflight("alice")) == 1
     assert a.shared.status()["degraded_since"] is None
+
+
+async def test_a_cancellation_a_library_swallows_still_stops_the_shared_task(proxies, monkeypatch):
+    """On Python 3.11 `asyncio.wait_for`, which redis-py sends every command through, returns
+    instead of raising when the cancellation comes in the same loop turn as the answer. The
+    heartbeat then ran on forever, and so did whoever awaited the task (CI hung on this test
+    module). Here a heartbeat swallows its cancellation every time, on any Python."""
+    beating = asyncio.Event()
+    beat = SharedState._beat
+
+    async def beat_then_swallow_a_cancellation(self: SharedState, client: Any) -> None:
+        await beat(self, client)
+        beating.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass  # what 3.11's wait_for does when the awaited send finished in the same turn
+
+    monkeypatch.setattr(SharedState, "_beat", beat_then_swallow_a_cancellation)
+    a = proxies("a")
+    async with asyncio.timeout(10):
+        await beating.wait()
+    assert a.task is not None
+    task = a.task
+    await a.stop()  # within STOP_WITHIN_S, or the test fails
+    assert task.cancelled()
