@@ -5,6 +5,7 @@ loop runs mitmproxy) and the demo can all share it. Subclasses answer requests i
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import threading
 import traceback
@@ -12,6 +13,10 @@ from typing import Any, Self
 
 from teamclaude.fake.http11 import MAX_HEAD_BYTES, BadRequest, Request, read_request, response_head
 from teamclaude.urls import http_url
+
+# A listener is up in milliseconds and closes as fast; these turn a stuck thread into an error.
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
 
 
 class ThreadedServer:
@@ -37,9 +42,12 @@ class ThreadedServer:
             target=self._run, args=(ready, failure), name=type(self).__name__, daemon=True
         )
         self._thread.start()
-        ready.wait()
+        if not ready.wait(START_TIMEOUT_S):
+            self._thread = None
+            raise RuntimeError(f"{type(self).__name__} did not listen on {self._host}:{self._port} "
+                               f"within {START_TIMEOUT_S:g} s")
         if failure:
-            self._thread.join()
+            self._thread.join(START_TIMEOUT_S)
             self._thread = None
             raise RuntimeError(f"cannot listen on {self._host}:{self._port}: {failure[0]}")
         return self
@@ -49,10 +57,16 @@ class ThreadedServer:
         thread, loop = self._thread, self._loop
         if thread is None or loop is None:
             return
-        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        self._thread = None
+        closing = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+        try:
+            closing.result(timeout=STOP_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            raise RuntimeError(f"{type(self).__name__} did not close its connections within "
+                               f"{STOP_TIMEOUT_S:g} s") from None
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=STOP_TIMEOUT_S)
+            self._thread = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -69,16 +83,18 @@ class ThreadedServer:
         return http_url(self._host, self._port)
 
     def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
+        loop: asyncio.AbstractEventLoop | None = None
         try:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
             self._server = loop.run_until_complete(
                 asyncio.start_server(self._serve, self._host, self._port, limit=MAX_HEAD_BYTES, backlog=1024)
             )
-        except OSError as exc:
+        except BaseException as exc:  # noqa: BLE001 (whatever it is, start() must hear of it)
             failure.append(exc)
             ready.set()
-            loop.close()
+            if loop is not None:
+                loop.close()
             return
         self._port = self._server.sockets[0].getsockname()[1]
         self._loop = loop
