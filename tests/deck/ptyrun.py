@@ -7,14 +7,20 @@ import os
 import select
 import struct
 import subprocess
+import sys
 import termios
 import time
 
 
-def _take_controlling_terminal() -> None:
-    """In the child, after setsid: make the pty (its stdin) the controlling terminal, so
-    Ctrl-C typed into it raises SIGINT as in a real terminal."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+# Run first in the child (after setsid, in its own session): make the pty, its stdin, the
+# controlling terminal, so Ctrl-C typed into it raises SIGINT as in a real terminal; then
+# become the command. A separate program rather than a `preexec_fn`: Python code run between
+# fork and exec can deadlock on a lock another thread of this process held at the fork
+# (CPython documents `preexec_fn` as unsafe with threads; these tests run a fake upstream's
+# thread beside it), and Popen would then wait for the exec forever.
+_TAKE_TERMINAL_THEN_EXEC = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
 
 class PtyProcess:
@@ -22,8 +28,9 @@ class PtyProcess:
         self.master, self.slave = os.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
         self.process = subprocess.Popen(
-            argv, stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env, cwd=cwd,
-            start_new_session=True, close_fds=True, preexec_fn=_take_controlling_terminal,
+            [sys.executable, "-I", "-S", "-c", _TAKE_TERMINAL_THEN_EXEC, *argv],
+            stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env, cwd=cwd,
+            start_new_session=True, close_fds=True,
         )
         self.output = b""
 
