@@ -4,6 +4,7 @@ import multiprocessing
 import os
 import signal
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from teamclaude.client_keys import create
 from teamclaude.token_journal import ReceivedPair
 
 FORK = multiprocessing.get_context("fork")
+CHILD_TIMEOUT_S = 30.0
 
 SAMPLE = """\
 # hand-written
@@ -214,6 +216,14 @@ def _add_accounts(path: str, prefix: str, count: int) -> None:
         store.update(lambda doc, i=i: doc.upsert(Account(name=f"{prefix}-{i}", type="apikey", api_key=f"k-{i}")))
 
 
+def _end(children: list[Any]) -> None:
+    """SIGKILL whichever forked child is still running (a failed test leaves none behind)."""
+    for child in children:
+        if child.is_alive():
+            child.kill()
+        child.join(timeout=10)
+
+
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     store = AccountsStore(tmp_path / "accounts.yaml")
     store.ensure_proxy_key()
@@ -221,11 +231,15 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     for writer in writers:
         writer.start()
     reads = 0
-    while any(w.is_alive() for w in writers):
-        store.read()  # raises if a reader ever sees a partial file
-        reads += 1
+    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    try:
+        while any(w.is_alive() for w in writers):
+            assert time.monotonic() < deadline, f"the writers did not finish within {CHILD_TIMEOUT_S:g} s"
+            store.read()  # raises if a reader ever sees a partial file
+            reads += 1
+    finally:
+        _end(writers)
     for writer in writers:
-        writer.join()
         assert writer.exitcode == 0
     names = {a.name for a in store.read().accounts}
     assert names == {f"{p}-{i}" for p in ("p", "q") for i in range(50)}
@@ -253,10 +267,11 @@ def test_kill_during_write_leaves_previous_file_intact(tmp_path: Path) -> None:
     child = FORK.Process(target=_write_then_hang, args=(str(store.path), halfway))
     child.start()
     try:
-        assert halfway.wait(timeout=10)
+        assert halfway.wait(timeout=CHILD_TIMEOUT_S), "the writer did not reach the middle of its write"
         os.kill(child.pid, signal.SIGKILL)
+        child.join(timeout=CHILD_TIMEOUT_S)
     finally:
-        child.join(timeout=10)
+        _end([child])
     assert child.exitcode == -signal.SIGKILL
     assert store.path.read_text() == SAMPLE
     assert [a.name for a in store.read().accounts] == ["alice@example.com", "ci-key"]

@@ -267,6 +267,10 @@ def test_killed_right_after_persisting_a_new_process_works(fake: FakeUpstream, s
     child = FORK.Process(target=_refresh_then_die, args=(str(store.path), settings))
     child.start()
     child.join(timeout=30)
+    if child.is_alive():  # stuck: killed here so that no child outlives the test
+        child.kill()
+        child.join(timeout=10)
+        raise AssertionError("the refreshing child neither persisted the pair nor died within 30 s")
     assert child.exitcode == -signal.SIGKILL
     on_disk = store.read().get("alice")
     assert on_disk.refresh_token == fake.account("alice").refresh_token != ALICE_REFRESH
