@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from teamclaude.statefile import read_state
+from tests.child_output import Lines
 from tests.e2e.cli_runner import CLI_TIMEOUT_S, cli_env, run_cli, wait_until
 from tests.e2e.harness import write_config
 
@@ -34,20 +35,22 @@ def test_quitting_demo_traffic_mid_stream_is_clean(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(cfg), start_new_session=True,
     )
     try:
-        assert demo.stdout is not None
-        lines: list[str] = []
-        wait_until(lambda: lines.append(demo.stdout.readline()) or "Running until Ctrl-C" in lines[-1] or None,
-                   "the demo to run", timeout=CLI_TIMEOUT_S)
-        [config] = [line.split("=", 1)[1].strip() for line in lines if "export TEAMCLAUDE_CONFIG=" in line]
+        assert demo.stdout is not None and demo.stderr is not None
+        out, err = Lines(demo.stdout, "the demo"), Lines(demo.stderr, "the demo's stderr")
+        out.wait_for(lambda line: "Running until Ctrl-C" in line, "'Running until Ctrl-C'", timeout=CLI_TIMEOUT_S)
+        [config] = [line.split("=", 1)[1].strip() for line in out.seen if "export TEAMCLAUDE_CONFIG=" in line]
         state = Path(config).with_name("state.json")
         # Quit while the traffic threads have streams in flight, so the cut reaches them mid-read.
         wait_until(lambda: any(a.get("inflight") for a in (read_state(state) or {}).get("accounts", [])) or None,
                    "streams in flight", timeout=CLI_TIMEOUT_S)
         demo.send_signal(signal.SIGINT)
-        _, stderr = demo.communicate(timeout=CLI_TIMEOUT_S)
+        demo.wait(timeout=CLI_TIMEOUT_S)
+        stderr = err.until_end()
     finally:
         if demo.poll() is None:
             demo.kill()
             demo.wait()
+        demo.stdout.close()
+        demo.stderr.close()
     assert "Traceback" not in stderr, stderr
     assert demo.returncode == 0

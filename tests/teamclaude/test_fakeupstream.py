@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 from teamclaude.fakeupstream import FakeAccount, FakeUpstream, demo_accounts
+from tests.child_output import Lines
 
 OAUTH_HEADERS = {"anthropic-beta": "oauth-2025-04-20", "anthropic-version": "2023-06-01"}
 CLIENT_ID = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
@@ -704,6 +705,20 @@ def test_secrets_stay_out_of_repr() -> None:
     assert "secret" not in repr(acct)
 
 
+def _terminated(proc: subprocess.Popen[str]) -> int | None:
+    """SIGTERM, then its exit status (None: it did not end within 5 s, and was killed)."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+    finally:
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
 def test_cli_serves_until_terminated(tmp_path) -> None:  # type: ignore[no-untyped-def]
     accounts = tmp_path / "accounts.json"
     accounts.write_text(json.dumps([{"name": "cli", "api_key": "k-cli"}]))
@@ -714,7 +729,7 @@ def test_cli_serves_until_terminated(tmp_path) -> None:  # type: ignore[no-untyp
     )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
+        line = Lines(proc.stdout, "the fake").wait_for(lambda line: True, "its address").strip()
         assert line.startswith("FAKE_UPSTREAM_URL=http://127.0.0.1:")
         port = int(line.rsplit(":", 1)[1])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -722,10 +737,7 @@ def test_cli_serves_until_terminated(tmp_path) -> None:  # type: ignore[no-untyp
         assert conn.getresponse().status == 200
         conn.close()
     finally:
-        proc.terminate()
-        assert proc.wait(timeout=5) == 0
-        assert proc.stdout is not None
-        proc.stdout.close()
+        assert _terminated(proc) == 0
 
 
 # ------------------------------------------------------------------ the official SDK
@@ -833,7 +845,9 @@ async def test_usable_from_a_running_event_loop(fake: FakeUpstream) -> None:
     )
     received = b""
     while not received.endswith(b"0\r\n\r\n"):
-        received += await reader.read(65536)
+        chunk = await asyncio.wait_for(reader.read(65536), 10)
+        assert chunk, f"the fake closed the connection before the end of the stream: {received[-300:]!r}"
+        received += chunk
     writer.close()
     assert received.count(b"event: content_block_delta") == 5
 
@@ -846,7 +860,7 @@ def test_demo_cli_serves_demo_tokens() -> None:
     )
     try:
         assert proc.stdout is not None
-        port = int(proc.stdout.readline().strip().rsplit(":", 1)[1])
+        port = int(Lines(proc.stdout, "the fake").wait_for(lambda line: True, "its address").strip().rsplit(":", 1)[1])
         token = demo_accounts(time.time())[0].access_token
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.request("POST", "/v1/messages", body(), {"authorization": f"Bearer {token}", **OAUTH_HEADERS})
@@ -855,10 +869,7 @@ def test_demo_cli_serves_demo_tokens() -> None:
         assert response.getheader(U + "7d-utilization") == "0.6"
         conn.close()
     finally:
-        proc.terminate()
-        assert proc.wait(timeout=5) == 0
-        assert proc.stdout is not None
-        proc.stdout.close()
+        assert _terminated(proc) == 0
 
 
 def test_handler_bug_is_loud_and_contained(

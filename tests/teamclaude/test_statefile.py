@@ -11,6 +11,7 @@ from contextlib import suppress
 
 from teamclaude import statefile
 from teamclaude.statefile import StateWriter, read_state
+from tests.child_output import Lines
 
 
 async def on_disk(path, condition, timeout: float = 10.0) -> dict:
@@ -103,12 +104,18 @@ def test_killed_writer_never_leaves_a_partial_file(tmp_path):
             writer.write_sync()
     """)
     for _ in range(3):
-        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
-        assert child.stdout.readline() == b"ready\n"
-        while not path.exists():
-            pass
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            Lines(child.stdout, "the writing child").wait_for(lambda line: line == "ready\n", "'ready'")
+            deadline = time.monotonic() + 30
+            while not path.exists():
+                assert child.poll() is None, "the writing child died before its first write"
+                assert time.monotonic() < deadline, "the writing child wrote no state file within 30 s"
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            child.kill()
+            child.wait()
+            child.stdout.close()
         document = json.loads(path.read_bytes())
         assert len(document["blob"]) == 2_000_000
 
