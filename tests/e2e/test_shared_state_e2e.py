@@ -144,19 +144,23 @@ def test_redis_restarted_mid_traffic_is_no_client_error_and_resyncs(start_proxie
 
     with ThreadPoolExecutor(4) as pool:
         running = [pool.submit(traffic, proxy, f"p{i}-t{t}") for i, proxy in enumerate(proxies) for t in range(2)]
-        wait_until(lambda: len(codes) >= 20, what="traffic before the outage")
-        redis_server.kill()
-        for proxy in proxies:
-            wait_until(lambda p=proxy: not shared_of(p)["healthy"], what="degraded")
-        during = len(codes)
-        wait_until(lambda: len(codes) >= during + 20, what="traffic during the outage")
-        assert shared_of(proxies[0])["degraded_since"] is not None
-        redis_server.restart()
-        for proxy in proxies:
-            wait_until(lambda p=proxy: shared_of(p)["healthy"], what="back in step")
-        after = len(codes)
-        wait_until(lambda: len(codes) >= after + 20, what="traffic after the outage")
-        stop.set()
+        try:
+            wait_until(lambda: len(codes) >= 20, what="traffic before the outage")
+            redis_server.kill()
+            for proxy in proxies:
+                wait_until(lambda p=proxy: not shared_of(p)["healthy"], what="degraded")
+            during = len(codes)
+            wait_until(lambda: len(codes) >= during + 20, what="traffic during the outage")
+            assert shared_of(proxies[0])["degraded_since"] is not None
+            redis_server.restart()
+            for proxy in proxies:
+                wait_until(lambda p=proxy: shared_of(p)["healthy"], what="back in step")
+            after = len(codes)
+            wait_until(lambda: len(codes) >= after + 20, what="traffic after the outage")
+        finally:
+            # Also when a wait above fails: leaving the `with` joins the traffic threads, which
+            # run until this is set (without it a failed wait hung the run forever).
+            stop.set()
         for future in running:
             future.result(timeout=30)
     assert set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
