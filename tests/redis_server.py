@@ -70,8 +70,10 @@ class RedisServer:
             if self.process.poll() is not None:
                 return False
             try:
-                if self.client().ping():
-                    return True
+                with self.client() as probe:
+                    # Ours, not another test's that took the port first (ours then fails to bind).
+                    if probe.info("server")["process_id"] == self.process.pid:
+                        return True
             except redis.RedisError:
                 time.sleep(0.02)
         return False
@@ -93,13 +95,16 @@ class RedisServer:
             self.process.wait()
         self.process = None
 
-    def restart(self) -> None:
+    def restart(self, timeout: float = 30.0) -> None:
         """Back on the same port (empty: nothing was saved), as a restarted Redis."""
         self.stop()
-        for _ in range(50):
+        deadline = time.monotonic() + timeout
+        while True:
             try:
-                self.start(same_port=True)
+                self.start(min(10.0, max(0.1, deadline - time.monotonic())), same_port=True)
                 return
             except RuntimeError:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"redis-server did not come back on port {self.port} "
+                                       f"within {timeout:g} s") from None
                 time.sleep(0.1)  # the old socket may linger a moment
-        raise RuntimeError(f"redis-server did not come back on port {self.port}")
