@@ -171,7 +171,7 @@ class StandIn:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def port(self) -> int:
@@ -184,7 +184,7 @@ class StandIn:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
-        self.thread.join()
+        self.thread.join(10)
 
 
 def capacity_doc(verdict: str) -> dict[str, Any]:
@@ -354,7 +354,8 @@ def test_login_through_the_browser(env: Env, capsys: pytest.CaptureFixture[str],
     monkeypatch.setattr(login_module, "open_in_browser", browser)
     code, out, _ = run_cli(capsys, "login")
     for visit in visits:
-        visit.join()
+        visit.join(30)
+        assert not visit.is_alive(), "the browser's visit of the callback did not end within 30 s"
     assert code == 0
     assert "Signed in as alice@example.com (max); added as 'alice@example.com'" in out
     assert "sk-ant" not in out

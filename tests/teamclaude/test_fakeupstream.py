@@ -509,7 +509,7 @@ def test_token_endpoint_faults_and_bad_client(fake: FakeUpstream, client: Client
 def _hang_up_during_token_delay(fake: FakeUpstream) -> None:
     """Send a refresh for ada, and close the connection while the fake holds the answer."""
     payload = json.dumps({"grant_type": "refresh_token", "refresh_token": "rt-ada", "client_id": CLIENT_ID}).encode()
-    with socket.create_connection(("127.0.0.1", fake.port)) as sock:
+    with socket.create_connection(("127.0.0.1", fake.port), timeout=5) as sock:
         sock.sendall(b"POST /v1/oauth/token HTTP/1.1\r\nHost: fake\r\ncontent-type: application/json\r\n"
                      b"content-length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
         fake.wait_for_requests(1)
