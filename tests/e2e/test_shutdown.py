@@ -38,15 +38,18 @@ def test_flows_in_flight_at_shutdown_are_saved_without_credentials(tmp_path, sto
             threading.Thread(target=_quietly, args=(call, proxy.url, "POST", "/v1/oauth/token", token_body.encode()),
                              kwargs={"headers": {"authorization": f"Bearer {bob.access_token}"}, "key": None}),
         ]
-        for client in clients:
-            client.start()
-        _wait_for(lambda: fake.request_count >= 2)
-        assert proxy.process is not None
-        proxy.process.send_signal(stop_signal)
-        proxy.process.wait(20)
-        proxy.stop()
-        for client in clients:
-            client.join(20)
+        try:
+            for client in clients:
+                client.start()
+            _wait_for(lambda: fake.request_count >= 2)
+            assert proxy.process is not None
+            proxy.process.send_signal(stop_signal)
+            proxy.process.wait(20)
+        finally:
+            proxy.stop()  # also when a wait failed: no proxy outlives the test
+            for client in clients:
+                if client.ident is not None:
+                    client.join(20)
     raw = flows_file.read_bytes()
     secrets = [alice.access_token, alice.refresh_token, bob.access_token, bob.refresh_token, PROXY_KEY]
     assert [s for s in secrets if s.encode() in raw] == []
