@@ -66,7 +66,7 @@ class SmallFs:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, check=True)
+    return subprocess.run(args, capture_output=True, text=True, check=True, timeout=60)
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
     try:
         yield SmallFs(mount_point)
     finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, check=False)
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, check=False, timeout=60)
 
 
 # ---- a real Redis, for shared state ----
