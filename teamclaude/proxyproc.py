@@ -72,7 +72,7 @@ class ProxyProcess:
 
     def start(self, timeout: float = 30.0) -> ProxyProcess:
         self.process = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
             env=self.env, start_new_session=True,
         )
         threading.Thread(target=self._drain, daemon=True).start()
@@ -83,19 +83,24 @@ class ProxyProcess:
         return self
 
     def _drain(self) -> None:
+        """Read the child's output to its end. Whatever happens here, the waits of `start`
+        and `stop` are released (and undecodable bytes never stop the reading: a child
+        whose pipe is no longer read blocks on its next log line)."""
         assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            if self.echo:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-            match = _SERVING.search(line)
-            if match and self.port is None:
-                self.host = connect_host(match.group(1))
-                self.port = int(match.group(2))
-                self._listening.set()
-        self._ended.set()
-        self._listening.set()
+        try:
+            for line in self.process.stdout:
+                self.output.append(line)
+                if self.echo:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                match = _SERVING.search(line)
+                if match and self.port is None:
+                    self.host = connect_host(match.group(1))
+                    self.port = int(match.group(2))
+                    self._listening.set()
+        finally:
+            self._ended.set()
+            self._listening.set()
 
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.process is None:
