@@ -20,6 +20,7 @@ from teamclaude.credentials import (
 )
 from teamclaude.fakeupstream import FakeUpstream
 from teamclaude.settings import Settings
+from tests.tasks import cancel_and_wait
 
 from .conftest import ALICE_ACCESS, ALICE_REFRESH, with_settings
 
@@ -326,7 +327,7 @@ async def test_background_refresh_on_a_full_disk_keeps_serving_and_saves_when_sp
         small_fs.free()
         await asyncio.wait_for(wait_saved(manager, "alice"), 10)
     finally:
-        background.cancel()
+        await cancel_and_wait(background, "the background refresher")
     assert store.read().get("alice").refresh_token == rotated.refresh_token
     assert not store.journal.path.exists()
 

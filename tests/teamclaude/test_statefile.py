@@ -7,11 +7,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from contextlib import suppress
 
 from teamclaude import statefile
 from teamclaude.statefile import StateWriter, read_state
 from tests.child_output import Lines
+from tests.tasks import cancel_and_wait
 
 
 async def on_disk(path, condition, timeout: float = 10.0) -> dict:
@@ -28,13 +28,7 @@ async def on_disk(path, condition, timeout: float = 10.0) -> dict:
 
 
 async def stop(task: asyncio.Task) -> None:
-    task.cancel()
-    # Bounded: on Python 3.11 a cancellation that arrives as wait_for's awaitable completes
-    # is lost, and run() would go on (and this wait with it) for ever.
-    done, _ = await asyncio.wait({task}, timeout=10)
-    assert done, "the state writer still runs 10 s after its cancellation"
-    with suppress(asyncio.CancelledError):
-        task.result()
+    await cancel_and_wait(task, "the state writer")
 
 
 async def test_writes_versioned_state_and_coalesces(tmp_path):

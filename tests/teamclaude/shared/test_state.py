@@ -17,6 +17,7 @@ from routing.ratelimits import parse_ratelimit_headers
 from routing.types import AccountSpec, RequestInfo
 from teamclaude.shared import names, scripts, state
 from teamclaude.shared.state import SharedState
+from tests.tasks import cancel_and_wait
 
 ACCOUNTS = [AccountSpec("alice", "oauth"), AccountSpec("bob", "oauth")]
 STOP_WITHIN_S = 5.0
@@ -42,10 +43,8 @@ class Proxy:
         """Cancel the task and see it end (a task that runs on after a cancellation fails
         the test rather than hanging it)."""
         if self.task is not None:
-            self.task.cancel()
-            done, _ = await asyncio.wait({self.task}, timeout=STOP_WITHIN_S)
-            assert done, f"the shared-state task ran on {STOP_WITHIN_S} s after it was cancelled"
-            self.task = None
+            task, self.task = self.task, None
+            await cancel_and_wait(task, "the shared-state task", STOP_WITHIN_S)
 
 
 async def eventually(condition: Callable[[], Any], within: float = 5.0) -> Any:
