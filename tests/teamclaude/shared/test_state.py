@@ -188,3 +188,16 @@ async def test_a_cancellation_a_library_swallows_still_stops_the_shared_task(pro
     task = a.task
     await a.stop()  # within STOP_WITHIN_S, or the test fails
     assert task.cancelled()
+
+
+async def test_run_ends_when_cancelled_as_redis_py_sends_a_command(redis_server):
+    """The same race through redis-py itself, unpatched: run() cancelled 0..13 loop steps after
+    a write was queued, so the cancellation meets the pipeline's send (before the fix, 11 of
+    42 such cancellations were lost on Python 3.11 and run() went on for ever)."""
+    for steps in range(14):
+        proxy = Proxy(redis_server.url, f"p{steps}").start()
+        await eventually(lambda p=proxy: p.shared.healthy)
+        proxy.shared.sent("flow", "alice", request(f"conv-{steps}"))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        await proxy.stop()
