@@ -268,6 +268,7 @@ class SharedState:
         await pubsub.subscribe(names.EVENTS)
         try:
             await self._resync(client)
+            raise_if_cancelled()  # asked to stop while connecting, and a command swallowed it
             self._up()
             tasks = [asyncio.create_task(coro) for coro in
                      (self._listen(pubsub), self._heartbeat(client), self._write(client))]
