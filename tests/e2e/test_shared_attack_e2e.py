@@ -1,0 +1,174 @@
+"""Adversarial review of the shared state (`shared_state`, behaviour §14): real proxies on a
+real Redis, attacked from the outside — junk written into Redis by another process, URLs
+an operator may write, Redis restarted or unreachable for one proxy.
+
+Each test states what should hold. Those marked xfail(strict) show a finding that is not
+fixed yet: the reason says what happens instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from teamclaude.fakeupstream import FakeUpstream
+from teamclaude.proxyproc import ProxyProcess
+from teamclaude.shared import names
+from tests.e2e.cli_runner import run_cli, wait_until
+from tests.e2e.harness import ConfigDir, call, message_body, oauth_account, proxy_status, start_proxy, write_config
+from tests.redis_server import RedisServer, redis_server_binary
+
+SESSION_HEADER = "x-claude-code-session-id"
+PASSWORD = "redis-pass-0123456789-secret"
+
+
+@pytest.fixture()
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream(accounts=[oauth_account("alice"), oauth_account("bob")]) as upstream:
+        yield upstream
+
+
+def config(tmp_path: Path, fake: FakeUpstream, url: str, label: str = "machine") -> ConfigDir:
+    return write_config(tmp_path / label, fake.url, [fake.account("alice"), fake.account("bob")],
+                        oauth_token_url=f"{fake.url}/v1/oauth/token", shared_state=url)
+
+
+def shared_of(proxy: ProxyProcess) -> dict[str, Any]:
+    return proxy_status(proxy)["shared"]
+
+
+def ask(proxy: ProxyProcess, session: str | None = None, key: str | None = None) -> int:
+    headers = {SESSION_HEADER: session} if session else {}
+    if key is not None:
+        return call(proxy.url, "POST", "/v1/messages", message_body(), headers=headers, key=key)[0]
+    return call(proxy.url, "POST", "/v1/messages", message_body(), headers=headers)[0]
+
+
+def password_server(tmp_path: Path) -> RedisServer:
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    (tmp_path / "redis-pw").mkdir()
+    return RedisServer(binary, tmp_path / "redis-pw", password=PASSWORD).start()
+
+
+# ---- junk in Redis: written by another process, another version, or by hand ----
+
+def _window_not_json(client: Any) -> None:
+    client.set(names.window("alice"), b"not json")
+
+
+def _usage_not_an_integer(client: Any) -> None:
+    client.hset(names.usage("account", "alice"), "requests", "abc")
+
+
+def _instance_seen_not_a_number(client: Any) -> None:
+    client.set(names.instance("other-version"), json.dumps({"id": "other-version", "seen": "yesterday"}))
+    client.zadd(names.INSTANCES, {"other-version": time.time()})
+
+
+def _bench_key_not_utf8(client: Any) -> None:
+    client.set(b"teamclaude:bench:\xff\xfe:*", json.dumps({"until": time.time() + 600, "reason": "x"}))
+
+
+@pytest.mark.xfail(strict=True, reason="one malformed value anywhere under teamclaude: makes every proxy's resync "
+                   "or heartbeat raise (JSONDecodeError / ValueError / ResponseError / UnicodeDecodeError): the "
+                   "proxy reconnects every 5 s forever, stays DEGRADED, never reads the pool's client keys "
+                   "(so 'keys remove' never reaches it) and logs a traceback each time")
+@pytest.mark.parametrize("junk", [_window_not_json, _usage_not_an_integer, _instance_seen_not_a_number,
+                                  _bench_key_not_utf8], ids=lambda f: f.__name__.strip("_"))
+def test_one_malformed_value_in_redis_does_not_keep_a_proxy_degraded(tmp_path, fake, redis_server, junk):
+    junk(redis_server.client())
+    with start_proxy(config(tmp_path, fake, redis_server.url)) as proxy:
+        wait_until(lambda: shared_of(proxy)["healthy"], what="connected in spite of the junk", timeout=8.0)
+        assert ask(proxy, "s1") == 200
+    assert "Traceback" not in "".join(proxy.output)
+
+
+@pytest.mark.xfail(strict=True, reason="a bench whose deadline is NaN or Infinity (an event, or a bench key at "
+                   "resync: JSON allows both) is applied: /teamclaude/status and /metrics answer 503 'internal "
+                   "error' (ValueError/OverflowError in math.ceil) until the proxy restarts; the Deck goes blank")
+@pytest.mark.parametrize("until", ["NaN", "Infinity"])
+@pytest.mark.parametrize("how", ["event", "key"])
+def test_a_bench_with_a_non_finite_deadline_is_ignored(tmp_path, fake, redis_server, until, how):
+    client = redis_server.client()
+    text = f'{{"until": {until}, "reason": "junk"}}'
+    if how == "key":
+        client.set(names.bench("alice", None), text)
+    with start_proxy(config(tmp_path, fake, redis_server.url)) as proxy:
+        wait_until(lambda: shared_of(proxy)["healthy"], what="connected")
+        if how == "event":
+            client.publish(names.EVENTS, f'{{"type": "bench", "account": "alice", "family": null, "until": {until}, '
+                                         f'"reason": "junk", "by": "elsewhere"}}')
+            # A valid bench after it: once bob shows it, the junk event was handled too.
+            client.publish(names.EVENTS, json.dumps({"type": "bench", "account": "bob", "family": None,
+                                                     "until": time.time() + 600, "reason": "marker", "by": "elsewhere"}))
+            wait_until(lambda: _broken_or_benched(proxy, "bob"), what="both events handled")
+        assert call(proxy.url, "GET", "/teamclaude/status")[0] == 200
+        assert call(proxy.url, "GET", "/metrics")[0] == 200
+
+
+def _broken_or_benched(proxy: ProxyProcess, account: str) -> bool:
+    code, _, body = call(proxy.url, "GET", "/teamclaude/status")
+    return code != 200 or any(a["name"] == account and a["bench_until"] for a in json.loads(body)["accounts"])
+
+
+@pytest.mark.xfail(strict=True, reason="a binding value that is not UTF-8 raises UnicodeDecodeError in "
+                   "SharedState.prepare (not caught there): every request of that conversation gets 503 "
+                   "'internal error while routing', although 'no request fails because Redis did'")
+def test_a_binding_that_is_not_utf8_fails_no_request(tmp_path, fake, redis_server):
+    redis_server.client().set(names.binding("sess-1"), b"\xff\xfe\t123")
+    with start_proxy(config(tmp_path, fake, redis_server.url)) as proxy:
+        wait_until(lambda: shared_of(proxy)["healthy"], what="connected")
+        assert [ask(proxy, "sess-1") for _ in range(2)] == [200, 200]
+
+
+# ---- the Redis URL: secrets and clear errors ----
+
+@pytest.mark.xfail(strict=True, reason="display_url masks only the URL's userinfo password: redis-py also takes "
+                   "?password=..., which /teamclaude/status and the state file then show in clear")
+def test_a_password_given_as_a_url_option_is_never_shown(tmp_path, fake):
+    server = password_server(tmp_path)
+    try:
+        cfg = config(tmp_path, fake, f"redis://127.0.0.1:{server.port}/0?password={PASSWORD}")
+        with start_proxy(cfg) as proxy:
+            wait_until(lambda: shared_of(proxy)["healthy"], what="connected with the password")
+            status = proxy_status(proxy)
+            wait_until(lambda: cfg.state.exists() and '"shared"' in cfg.state.read_text(), what="the state file")
+            shown = json.dumps(status) + cfg.state.read_text() + "".join(proxy.output)
+        assert PASSWORD not in shown
+    finally:
+        server.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="redis://PASSWORD@host (the ':' before the password forgotten, a common "
+                   "slip) is taken as a user name and shown in clear in the log, the status, the state file and "
+                   "every CLI error")
+def test_a_password_written_without_its_colon_is_never_shown(tmp_path, fake):
+    server = password_server(tmp_path)
+    try:
+        cfg = config(tmp_path, fake, f"redis://{PASSWORD}@127.0.0.1:{server.port}/0")
+        cli = run_cli(cfg, "keys", "add", "ana")
+        with start_proxy(cfg) as proxy:
+            wait_until(lambda: shared_of(proxy)["error"] and "Authentication" in shared_of(proxy)["error"],
+                       what="refused by Redis")
+            status = proxy_status(proxy)
+        assert PASSWORD not in json.dumps(status) + "".join(proxy.output) + cli.stdout + cli.stderr
+    finally:
+        server.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="a URL option redis-py rejects (?foo=bar, ?socket_timeout=abc) passes the "
+                   "settings check; the proxy then exits at start and the CLI fails, each with a 30-line "
+                   "TypeError/ValueError traceback instead of one line naming 'shared_state'")
+@pytest.mark.parametrize("option", ["foo=bar", "socket_timeout=abc"])
+def test_a_url_option_redis_rejects_is_a_one_line_settings_error(tmp_path, fake, redis_server, option):
+    cfg = config(tmp_path, fake, f"{redis_server.url}?{option}")
+    result = run_cli(cfg, "keys", "add", "ana")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "shared_state" in result.stderr, result.stderr
