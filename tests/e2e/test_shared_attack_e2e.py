@@ -179,10 +179,6 @@ def test_a_url_option_redis_rejects_is_a_one_line_settings_error(tmp_path, fake,
 
 # ---- in-flight slots ----
 
-@pytest.mark.xfail(strict=True, reason="the in-flight set's TTL (2 x LEASE_S) is set only when a request is sent; "
-                   "the heartbeat renews members with ZADD XX but not the key's TTL, so 20 s after the last new "
-                   "request on an account the key expires with every live lease in it: a longer stream no longer "
-                   "counts at the other proxies and max_inflight_per_account is exceeded")
 def test_a_stream_longer_than_the_lease_ttl_keeps_its_slot_at_the_other_proxies(tmp_path, fake, redis_server):
     first_cfg, second_cfg = (write_config(tmp_path / label, fake.url, [fake.account("alice"), fake.account("bob")],
                                           shared_state=redis_server.url, max_inflight_per_account=1, probe_gate=False)
