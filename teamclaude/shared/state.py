@@ -331,6 +331,7 @@ class SharedState:
         self._bindings.clear()
         self._touched.clear()
         self._windows_sent.clear()
+        self._clients_due = True  # a key removed while apart is refused at the first heartbeat
         pipe = client.pipeline(transaction=False)
         for account in self.router.account_names():
             for family, (until, reason) in self.router.benches_of(account, now).items():

@@ -224,9 +224,6 @@ def _added_key(cfg: ConfigDir, name: str) -> str:
     return next(line.split(": ", 1)[1].rstrip('"') for line in added.stdout.splitlines() if "tck-" in line)
 
 
-@pytest.mark.xfail(strict=True, reason="after a reconnect the pool's keys are read again only at the 30th "
-                   "heartbeat (the counter restarts with each session, and the missed 'clients' event is not "
-                   "replayed): a key removed while the proxy was cut off keeps working for up to 30 s after it is back")
 def test_a_key_removed_while_a_proxy_was_cut_off_is_refused_as_soon_as_it_is_back(tmp_path, fake, redis_server):
     """The proxy keeps the records it read while Redis is away (documented); once back, it
     must read them again at once, not at its next half-minute re-read."""
