@@ -25,7 +25,7 @@ from teamclaude.shared import names
 from teamclaude.shared.state import HEARTBEAT_S, LEASE_S
 from tests.e2e.cli_runner import run_cli, wait_until
 from tests.e2e.test_accounts_e2e import expire_in
-from tests.e2e.harness import ConfigDir, call, message_body, oauth_account, proxy_status, start_proxy, write_config
+from tests.e2e.harness import ConfigDir, apikey_account, call, message_body, oauth_account, proxy_status, start_proxy, write_config
 from tests.redis_server import RedisServer, redis_server_binary
 
 SESSION_HEADER = "x-claude-code-session-id"
@@ -291,3 +291,34 @@ def test_a_malformed_pair_in_redis_is_overwritten_by_the_next_refresh(tmp_path, 
             assert stored[b"refresh_token"].decode() == rotated.refresh_token
         account = AccountsStore(cfg.accounts).read().get("alice")
         assert account is not None and account.refresh_token == rotated.refresh_token
+
+
+@pytest.mark.xfail(strict=True, reason="a proxy with no rotation known yet decides by obtained_at, a wall-clock "
+                   "time written by whichever machine wrote the file: a copy whose clock was ahead pushes its old, "
+                   "already spent pair over the pool's newer one as the next rotation; every proxy adopts it, the "
+                   "live pair is gone from Redis and from their files, and the account needs a login everywhere")
+def test_a_copied_accounts_file_from_a_fast_clock_does_not_replace_the_pools_newer_pair(tmp_path, redis_server):
+    alice, key = oauth_account("alice"), apikey_account("key")
+    with FakeUpstream([alice, key]) as fake:
+        first_cfg, late_cfg = (write_config(tmp_path / label, fake.url, [alice, key], probe_gate=False,
+                                            oauth_token_url=f"{fake.url}/v1/oauth/token", shared_state=redis_server.url)
+                               for label in ("first", "late"))
+
+        def written_ten_minutes_ahead(doc: Any) -> None:  # the machine that wrote this copy runs fast
+            doc.get("alice").obtained_at = int((time.time() + 600) * 1000)
+
+        AccountsStore(late_cfg.accounts).update(written_ten_minutes_ahead)
+        with start_proxy(first_cfg) as first:
+            wait_until(lambda: (_alice(first)["token_shared"] or {}).get("rotation"), what="the pair shared")
+            fake.expire_access_token("alice")  # upstream refuses it: the pool rotates the pair
+            assert call(first.url, "POST", "/v1/messages", message_body(), headers={"x-teamclaude-account": "alice"})[0] == 200
+            rotated = fake.account("alice")
+            with start_proxy(late_cfg) as late:
+                wait_until(lambda: (_alice(late)["token_shared"] or {}).get("rotation"), what="the late proxy in step")
+                stored = redis_server.client().hget(names.token(f"id:{alice.uuid}"), "refresh_token")
+                assert stored is not None and stored.decode() == rotated.refresh_token
+                assert ask(late) == 200 and not _alice(first)["needs_login"]
+
+
+def _alice(proxy: ProxyProcess) -> dict[str, Any]:
+    return next(a for a in proxy_status(proxy)["accounts"] if a["name"] == "alice")
