@@ -156,9 +156,8 @@ def test_a_binding_that_is_not_utf8_fails_no_request(tmp_path, fake, redis_serve
 
 # ---- the Redis URL: secrets and clear errors ----
 
-@pytest.mark.xfail(strict=True, reason="display_url masks only the URL's userinfo password: redis-py also takes "
-                   "?password=..., which /teamclaude/status and the state file then show in clear")
 def test_a_password_given_as_a_url_option_is_never_shown(tmp_path, fake):
+    """Found: only the userinfo password was masked; redis-py also takes ?password=..., shown in clear."""
     server = password_server(tmp_path)
     try:
         cfg = config(tmp_path, fake, f"redis://127.0.0.1:{server.port}/0?password={PASSWORD}")
@@ -172,10 +171,8 @@ def test_a_password_given_as_a_url_option_is_never_shown(tmp_path, fake):
         server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="redis://PASSWORD@host (the ':' before the password forgotten, a common "
-                   "slip) is taken as a user name and shown in clear in the log, the status, the state file and "
-                   "every CLI error")
 def test_a_password_written_without_its_colon_is_never_shown(tmp_path, fake):
+    """Found: redis://PASSWORD@host (its colon forgotten) was shown in clear everywhere."""
     server = password_server(tmp_path)
     try:
         cfg = config(tmp_path, fake, f"redis://{PASSWORD}@127.0.0.1:{server.port}/0")
@@ -189,11 +186,9 @@ def test_a_password_written_without_its_colon_is_never_shown(tmp_path, fake):
         server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="a URL option redis-py rejects (?foo=bar, ?socket_timeout=abc) passes the "
-                   "settings check; the proxy then exits at start and the CLI fails, each with a 30-line "
-                   "TypeError/ValueError traceback instead of one line naming 'shared_state'")
 @pytest.mark.parametrize("option", ["foo=bar", "socket_timeout=abc"])
 def test_a_url_option_redis_rejects_is_a_one_line_settings_error(tmp_path, fake, redis_server, option):
+    """Found: it passed the settings check, then a 30-line traceback at start and in the CLI."""
     cfg = config(tmp_path, fake, f"{redis_server.url}?{option}")
     result = run_cli(cfg, "keys", "add", "ana")
     assert result.returncode != 0
