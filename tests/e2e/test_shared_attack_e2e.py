@@ -282,17 +282,15 @@ def test_client_keys_survive_redis_restarted_empty(tmp_path, fake, redis_server)
 
 # ---- token pairs ----
 
-@pytest.mark.xfail(strict=True, reason="a malformed pair hash is meant to be overwritten by the next refresh "
-                   "(parse_pair), but the CAS script compares tonumber(rotation): 'abc' makes it return {0, nil}, "
-                   "which unpacks to one value (ValueError); '1.5' or a hash without access_token never matches, "
-                   "and _push recurses until RecursionError. Either way the refresh has already spent the refresh "
-                   "token, the accounts file is not written (the pair is only in the journal) and every request "
-                   "on the account is a 503 'internal error' instead of a failover")
 @pytest.mark.parametrize("junk", [{"rotation": "abc", "access_token": "x", "obtained_at": "1"},
                                   {"rotation": "1.5", "access_token": "x", "obtained_at": "1"},
                                   {"rotation": "3", "obtained_at": "1"}],
                          ids=["rotation-not-a-number", "rotation-fraction", "no-access-token"])
 def test_a_malformed_pair_in_redis_is_overwritten_by_the_next_refresh(tmp_path, redis_server, junk):
+    """Found: the CAS script compared tonumber(rotation): 'abc' made it answer {0, nil} (a
+    ValueError unpacking it), '1.5' or a hash without access_token never matched and _push
+    recursed until RecursionError. The refresh had spent the token already: the pair stayed
+    in the journal only, and every request on the account was a 503 'internal error'."""
     alice = oauth_account("alice")
     with FakeUpstream([alice]) as fake:
         cfg = write_config(tmp_path / "machine", fake.url, [alice], oauth_token_url=f"{fake.url}/v1/oauth/token",
