@@ -198,6 +198,8 @@ def test_a_url_option_redis_rejects_is_a_one_line_settings_error(tmp_path, fake,
 # ---- in-flight slots ----
 
 def test_a_stream_longer_than_the_lease_ttl_keeps_its_slot_at_the_other_proxies(tmp_path, fake, redis_server):
+    """Found: the set's TTL (2 x LEASE_S) was set only when a request was sent, so it expired
+    20 s after the last send on the account with the live leases in it."""
     first_cfg, second_cfg = (write_config(tmp_path / label, fake.url, [fake.account("alice"), fake.account("bob")],
                                           shared_state=redis_server.url, max_inflight_per_account=1, probe_gate=False)
                              for label in ("one", "two"))
