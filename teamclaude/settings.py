@@ -278,12 +278,17 @@ def _url(key: str, value: Any, _: Path) -> str:
 
 
 def _redis_url(key: str, value: Any, _: Path) -> str | None:
-    """A redis:// or rediss:// URL; an error never shows the password it may hold."""
+    """A redis:// or rediss:// URL whose options redis-py takes; an error never shows a secret
+    it may hold."""
     if value is None:
         return None
+    import redis  # here: only a pool sharing its state pays for the import
+
+    from teamclaude.shared.connection import display_url
+
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("redis", "rediss") or not parts.hostname:
-        shown = _show(value) if parts is None or parts.password is None else "a URL with a password"
+        shown = _show(value) if parts is None else _show(display_url(value))
         raise _Invalid(f"'{key}' must be a URL like redis://[user:password@]host:6379/0 or rediss://..., got {shown}")
     try:
         parts.port  # noqa: B018 (raises on a malformed port)
@@ -292,6 +297,12 @@ def _redis_url(key: str, value: Any, _: Path) -> str | None:
             raise ValueError
     except ValueError:
         raise _Invalid(f"'{key}': the port and database of {parts.scheme}://{parts.hostname}... must be numbers") from None
+    try:  # builds the connection's options (no connection is made): an unknown option fails here
+        redis.ConnectionPool.from_url(value).make_connection()
+    except (TypeError, ValueError) as exc:
+        why = str(exc).replace("AbstractConnection.__init__() got an ", "")
+        raise _Invalid(f"'{key}': {parts.scheme}://{parts.hostname}...: an option of the URL is not accepted "
+                       f"by the Redis client ({why})") from None
     return value
 
 

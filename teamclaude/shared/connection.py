@@ -17,16 +17,19 @@ COMMAND_TIMEOUT_S = 2.0
 
 
 def display_url(url: str) -> str:
-    """`url` with its password replaced by ***, for logs, the Deck and errors."""
+    """`url` with its secrets replaced by ***, for logs, the Deck and errors: the password, a
+    user name given without one (most likely the password, its ':' forgotten), and options
+    naming a password (redis-py also takes `?password=...`)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        host = netloc.rpartition("@")[2]
+        netloc = (f"{parts.username}:***@{host}" if parts.password is not None and parts.username
+                  else f":***@{host}" if parts.password is not None else f"***@{host}")
+    if query:
+        query = "&".join(f"{name}=***" if "password" in name.lower() else f"{name}{sep}{value}"
+                         for name, sep, value in (item.partition("=") for item in query.split("&")))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def sync_client(url: str) -> redis.Redis:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -45,11 +46,19 @@ POLL_S = 0.05
 # starts again from the proxies' own files (first use seeds Redis).
 PAIR_TTL_S = 30 * 86400
 
+_ROTATION = re.compile(r"[1-9][0-9]*")
+_INTEGER = re.compile(r"-?[0-9]+")
 _FIELDS = ("rotation", "access_token", "refresh_token", "expires_at", "obtained_at", "by")
 
-# Write the pair only if the rotation is still the one the writer read (0: no pair yet).
+# Write the pair only if the rotation is still the one the writer read (0: no pair yet, or
+# one `parse_pair` refuses: the same checks, so a malformed hash is overwritten, not fought).
 _CAS = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'rotation') or '0')
+local f = redis.call('HMGET', KEYS[1], 'rotation', 'access_token', 'obtained_at', 'expires_at')
+local current = 0
+if f[1] and string.match(f[1], '^[1-9]%d*$') and f[2] and f[2] ~= '' and f[3] and string.match(f[3], '^%-?%d+$')
+   and (not f[4] or f[4] == '' or string.match(f[4], '^%-?%d+$')) then
+  current = tonumber(f[1])
+end
 if current ~= tonumber(ARGV[1]) then return {0, current} end
 redis.call('HSET', KEYS[1], 'rotation', ARGV[2], 'access_token', ARGV[3], 'refresh_token', ARGV[4],
            'expires_at', ARGV[5], 'obtained_at', ARGV[6], 'by', ARGV[7])
@@ -100,17 +109,13 @@ def parse_pair(raw: dict[bytes, bytes]) -> SharedPair | None:
     """A pair from HGETALL; None when absent or malformed (then it is overwritten by the next
     refresh, never used)."""
     fields = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
-    try:
-        rotation = int(fields["rotation"])
-        obtained_at = int(fields["obtained_at"])
-        expires = fields.get("expires_at") or ""
-        expires_at = int(expires) if expires else None
-    except (KeyError, ValueError):
-        return None
+    rotation, obtained, expires = fields.get("rotation", ""), fields.get("obtained_at", ""), fields.get("expires_at") or ""
     access = fields.get("access_token") or ""
-    if rotation < 1 or not access:
-        return None
-    return SharedPair(rotation, access, fields.get("refresh_token") or None, expires_at, obtained_at,
+    if not (_ROTATION.fullmatch(rotation) and _INTEGER.fullmatch(obtained) and access
+            and (not expires or _INTEGER.fullmatch(expires))):
+        return None  # the checks of _CAS, which then takes this hash for "no pair"
+    rotation_n, obtained_at, expires_at = int(rotation), int(obtained), int(expires) if expires else None
+    return SharedPair(rotation_n, access, fields.get("refresh_token") or None, expires_at, obtained_at,
                       fields.get("by", ""))
 
 
@@ -163,8 +168,8 @@ class SharedTokens:
         args: list[str | int] = [expected, rotation, access_token, refresh_token or "",
                 "" if expires_at is None else expires_at, obtained_at, self.instance_id, PAIR_TTL_S * 1000]
         with self._talking("writing a token pair"):
-            done, _current = self._cas(keys=[names.token(account_key)], args=args)
-        return rotation if done else None
+            answer = self._cas(keys=[names.token(account_key)], args=args)
+        return rotation if answer[0] else None
 
     def announce(self, account_key: str, rotation: int) -> None:
         """Tell the other proxies a new pair is in Redis (no token in the event)."""

@@ -178,3 +178,14 @@ def test_model_rules_keep_their_order(tmp_path: Path) -> None:
     settings = parse_settings(text, path)
     assert settings.model_rules().blocked == ("*-20240229",)
     assert settings.model_rules().routes == (("claude-opus-*", ("work",)), ("claude-*", ("home", "work")))
+
+
+@pytest.mark.parametrize("option", ["foo=bar", "socket_timeout=abc"])
+def test_a_redis_url_option_the_client_rejects_is_a_one_line_error(tmp_path: Path, option: str) -> None:
+    message = error_for(tmp_path, f"shared_state: redis://:secret-pw@127.0.0.1:6379/0?{option}\n")
+    assert "'shared_state'" in message and option.split("=")[0] in message and "secret-pw" not in message
+
+
+def test_a_redis_url_with_a_wrong_scheme_shows_no_password(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "shared_state: http://secret-pw@127.0.0.1:6379/0\n")
+    assert "'shared_state'" in message and "secret-pw" not in message

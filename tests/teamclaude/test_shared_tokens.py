@@ -94,6 +94,21 @@ def test_the_pair_is_written_only_over_the_rotation_read(redis_server: RedisServ
     assert 0 < redis_server.client().ttl(names.token(KEY)) <= tokens.PAIR_TTL_S
 
 
+
+@pytest.mark.parametrize("junk", [{"rotation": "abc"}, {"rotation": "1.5"}, {"rotation": " 3"},
+                                  {"rotation": "3", "access_token": ""}, {"rotation": "3", "obtained_at": "soon"},
+                                  {"rotation": "3", "expires_at": "never"}])
+def test_a_malformed_pair_is_no_pair_to_its_reader_and_to_the_write(redis_server: RedisServer, junk: dict) -> None:
+    shared = SharedTokens(redis_server.url, "one")
+    good = {"rotation": "3", "access_token": "at-x", "obtained_at": "10", "expires_at": ""}
+    redis_server.client().hset(names.token(KEY), mapping={**good, **junk})
+    assert shared.read(KEY) is None
+    pair = {"access_token": "at-1", "refresh_token": "rt-1", "expires_at": 5, "obtained_at": 10}
+    assert shared.write(KEY, expected=0, rotation=1, **pair) == 1
+    stored = shared.read(KEY)
+    assert stored is not None and (stored.rotation, stored.access_token) == (1, "at-1")
+
+
 # ---- refreshing as a pool ----
 
 
