@@ -347,7 +347,7 @@ class SharedState:
         for account, member in self._leases.values():
             pipe.zadd(names.inflight(account), {member: now + LEASE_S})
             pipe.pexpire(names.inflight(account), int(LEASE_S * 2000))
-        self._note_refused([r for r in await pipe.execute(raise_on_error=False) if isinstance(r, ResponseError)])
+        self._note_refused(await pipe.execute(raise_on_error=False))
         self.on_change()
 
     async def _heartbeat(self, client: redis.asyncio.Redis) -> None:
@@ -430,13 +430,15 @@ class SharedState:
         ids = [_text(i) for i in results[position]] if isinstance(results[position], list) else []
         totals = [raw if isinstance(raw, dict) else {} for raw in results[position + 1:]]
         self.pool_usage = {account: _usage_numbers(raw) for account, raw in zip(accounts, totals, strict=True) if raw}
-        self._note_refused([r for r in results if isinstance(r, ResponseError)])
+        self._note_refused(results)
         self.instances = await self._instances(client, ids, now)
         self.on_change()  # the pool view changed (and a held request may look again)
 
-    def _note_refused(self, errors: list[ResponseError]) -> None:
-        """Say once (not every second) that Redis refused some commands: the others went on.
-        Scripts gone (SCRIPT FLUSH) end the session: the reconnection loads them again."""
+    def _note_refused(self, results: list[Any]) -> None:
+        """Among a pipeline's results, the commands Redis refused (the others went on): said
+        once, not every second. Scripts gone (SCRIPT FLUSH) end the session: the reconnection
+        loads them again."""
+        errors = [r for r in results if isinstance(r, ResponseError)]
         for error in errors:
             if isinstance(error, NoScriptError):
                 raise error
@@ -501,7 +503,7 @@ class SharedState:
             pipe = client.pipeline(transaction=False)
             counts = [write.add(pipe) for write in writes]
             results = await pipe.execute(raise_on_error=False)
-            self._note_refused([r for r in results if isinstance(r, ResponseError)])
+            self._note_refused(results)
             position = 0
             for write, count in zip(writes, counts, strict=True):
                 if write.done is not None:
