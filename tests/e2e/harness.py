@@ -119,6 +119,11 @@ def proxy_status(proxy: ProxyProcess) -> dict[str, Any]:
     return json.loads(body)
 
 
+def shared_of(proxy: ProxyProcess) -> dict[str, Any]:
+    """The `shared` section (Redis, the pool's proxies) of a running proxy's status."""
+    return proxy_status(proxy)["shared"]
+
+
 def listening_sockets(pid: int) -> set[tuple[str, int]]:
     """The TCP sockets process `pid` listens on, as (address, port), from /proc."""
     inodes = set()

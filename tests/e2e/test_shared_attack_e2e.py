@@ -25,7 +25,7 @@ from teamclaude.shared import names
 from teamclaude.shared.state import HEARTBEAT_S, LEASE_S
 from tests.e2e.cli_runner import run_cli, wait_until
 from tests.e2e.test_accounts_e2e import expire_in
-from tests.e2e.harness import ConfigDir, apikey_account, call, message_body, oauth_account, proxy_status, start_proxy, write_config
+from tests.e2e.harness import ConfigDir, apikey_account, call, message_body, oauth_account, proxy_status, shared_of, start_proxy, write_config
 from tests.redis_server import RedisServer, redis_server_binary
 
 SESSION_HEADER = "x-claude-code-session-id"
@@ -41,10 +41,6 @@ def fake() -> Iterator[FakeUpstream]:
 def config(tmp_path: Path, fake: FakeUpstream, url: str, label: str = "machine") -> ConfigDir:
     return write_config(tmp_path / label, fake.url, [fake.account("alice"), fake.account("bob")],
                         oauth_token_url=f"{fake.url}/v1/oauth/token", shared_state=url)
-
-
-def shared_of(proxy: ProxyProcess) -> dict[str, Any]:
-    return proxy_status(proxy)["shared"]
 
 
 def ask(proxy: ProxyProcess, session: str | None = None, key: str | None = None) -> int:

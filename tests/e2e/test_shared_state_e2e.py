@@ -25,7 +25,7 @@ from teamclaude.proxyproc import ProxyProcess
 from teamclaude.shared import names
 from teamclaude.shared.state import HEARTBEAT_S, LEASE_S
 from tests.e2e.cli_runner import run_cli, wait_until
-from tests.e2e.harness import call, message_body, oauth_account, proxy_status, start_proxy, write_config
+from tests.e2e.harness import call, message_body, oauth_account, proxy_status, shared_of, start_proxy, write_config
 
 SESSION_HEADER = "x-claude-code-session-id"
 SLOW_STREAM = {"x-fake-chunks": "400", "x-fake-chunk-interval-ms": "50"}
@@ -53,10 +53,6 @@ def start_proxies(tmp_path, fake, redis_server) -> Iterator[Callable[..., list[P
                 wait_until(lambda p=proxy: shared_of(p)["healthy"], what="connected to Redis")
             return proxies
         yield start
-
-
-def shared_of(proxy: ProxyProcess) -> dict[str, Any]:
-    return proxy_status(proxy)["shared"]
 
 
 def account_of(proxy: ProxyProcess, name: str) -> dict[str, Any]:
